@@ -1,0 +1,314 @@
+//! The command line: `krscore [--project-dir DIR] COMMAND`.
+//!
+//! Exit codes: 0 done, 1 a run failed, 2 bad configuration or usage. To add a command, add a
+//! variant to [`Command`] and a branch to [`execute`].
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chrono::NaiveDate;
+use clap::{Parser, Subcommand};
+use comfy_table::{Table, presets};
+
+use crate::project::Project;
+use crate::settings::redact_url;
+use crate::store::Store;
+use crate::{ingest, scoring, status, telemetry};
+
+/// Turns marketing exports into scored OKR key results.
+#[derive(Debug, Parser)]
+#[command(name = "krscore", version, about)]
+pub struct Cli {
+    /// The project directory (with config/, connectors/ and the data).
+    #[arg(short = 'C', long, global = true, env = "KRSCORE_PROJECT_DIR", default_value = ".")]
+    pub project_dir: PathBuf,
+    /// Log at DEBUG level (RUST_LOG overrides).
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Sync every connector, score, and print the status view.
+    Run {
+        /// Run once and exit (the long-running service comes with schedules).
+        #[arg(long)]
+        once: bool,
+        /// The as-of day to score (default: today in the scoring time zone).
+        #[arg(long)]
+        as_of: Option<NaiveDate>,
+    },
+    /// Run connectors now (all of them when none is named).
+    Sync {
+        /// Connector names (file names in connectors/ without .toml).
+        connectors: Vec<String>,
+    },
+    /// Score every KR for a day or a range of days.
+    Score {
+        /// The as-of day (default: today in the scoring time zone).
+        #[arg(long, conflicts_with_all = ["from", "to"])]
+        as_of: Option<NaiveDate>,
+        /// First day of a backfill.
+        #[arg(long, requires = "to")]
+        from: Option<NaiveDate>,
+        /// Last day of a backfill.
+        #[arg(long, requires = "from")]
+        to: Option<NaiveDate>,
+    },
+    /// Show objectives and KRs with value, target, score, grade and status.
+    Status {
+        /// Show the scores of this as-of day instead of the latest.
+        #[arg(long)]
+        as_of: Option<NaiveDate>,
+    },
+    /// Check every file of the project and report all problems at once.
+    Check,
+    /// Show the points a connector would load, writing nothing.
+    Preview {
+        /// The connector name.
+        connector: String,
+        /// How many points to show.
+        #[arg(long, default_value_t = 20)]
+        rows: usize,
+    },
+}
+
+/// Exit code for a finished command.
+const FAILED: u8 = 1;
+const BAD_CONFIG: u8 = 2;
+
+/// Parses the arguments and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::from(FAILED);
+        }
+    };
+    runtime.block_on(execute(cli))
+}
+
+async fn execute(cli: Cli) -> ExitCode {
+    let project = match Project::load(&cli.project_dir) {
+        Ok(project) => project,
+        Err(errors) => {
+            eprintln!("error: {errors}");
+            return ExitCode::from(BAD_CONFIG);
+        }
+    };
+    telemetry::init(&project.settings.log, cli.verbose);
+    for warning in &project.warnings {
+        tracing::warn!(warning = %warning, "configuration advice");
+    }
+
+    if let Command::Check = cli.command {
+        return check(&project);
+    }
+    if let Command::Preview { connector, rows } = &cli.command {
+        return preview(&project, connector, *rows).await;
+    }
+
+    let url = project.database_url();
+    let store = match Store::connect(&url, project.settings.database.max_connections).await {
+        Ok(store) => store,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return ExitCode::from(FAILED);
+        }
+    };
+    tracing::debug!(database = %redact_url(&url), backend = store.backend(), "connected");
+    let result = match cli.command {
+        Command::Run { once, as_of } => {
+            if !once {
+                eprintln!(
+                    "error: the long-running service is not built yet; use `krscore run --once`"
+                );
+                // TODO(#6): the scheduler, health endpoints and graceful shutdown of `run`
+                store.close().await;
+                return ExitCode::from(BAD_CONFIG);
+            }
+            run_once(&project, &store, as_of).await
+        }
+        Command::Sync { connectors } => sync(&project, &store, &connectors).await,
+        Command::Score { as_of, from, to } => score(&project, &store, as_of, from, to).await,
+        Command::Status { as_of } => show_status(&project, &store, as_of).await,
+        Command::Check | Command::Preview { .. } => unreachable!("handled above"),
+    };
+    store.close().await;
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(FAILED)
+        }
+    }
+}
+
+fn check(project: &Project) -> ExitCode {
+    for warning in &project.warnings {
+        println!("warning: {warning}");
+    }
+    let krs = project.key_results().count();
+    println!(
+        "ok: {} metric(s), {} connector(s), {} objective(s), {} key result(s)",
+        project.catalogue.metrics.len(),
+        project.connectors.len(),
+        project.objectives.len(),
+        krs
+    );
+    ExitCode::SUCCESS
+}
+
+async fn preview(project: &Project, name: &str, rows: usize) -> ExitCode {
+    let Some(connector) = project.connector(name) else {
+        let names = project.connectors.iter().map(|c| c.name.as_str());
+        eprintln!(
+            "error: {}",
+            crate::project::problem::with_hint(format!("no connector `{name}`"), name, names)
+        );
+        return ExitCode::from(BAD_CONFIG);
+    };
+    let extract = match ingest::extract(project, connector).await {
+        Ok(extract) => extract,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return ExitCode::from(FAILED);
+        }
+    };
+    let mut points = extract.points.clone();
+    points.sort_by(|a, b| (a.day, &a.metric, &a.dimensions).cmp(&(b.day, &b.metric, &b.dimensions)));
+    let mut table = Table::new();
+    table.load_preset(presets::NOTHING);
+    table.set_header(["day", "metric", "dimensions", "value"]);
+    for p in points.iter().take(rows) {
+        let dims: Vec<String> = p.dimensions.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        table.add_row([p.day.to_string(), p.metric.clone(), dims.join(" "), format!("{}", p.value)]);
+    }
+    println!("{table}");
+    if points.len() > rows {
+        println!("... {} more point(s)", points.len() - rows);
+    }
+    let mut totals: std::collections::BTreeMap<&str, (usize, f64)> = Default::default();
+    for p in &points {
+        let entry = totals.entry(p.metric.as_str()).or_default();
+        entry.0 += 1;
+        entry.1 += p.value;
+    }
+    println!(
+        "\n{}: {} file(s), {} row(s) read, {} loaded, {} rejected; {} point(s) over {} day(s){}",
+        connector.name,
+        extract.sources.len(),
+        extract.rows_read,
+        extract.rows_loaded,
+        extract.rejected.len(),
+        points.len(),
+        extract.days.len(),
+        match (extract.days.first(), extract.days.last()) {
+            (Some(a), Some(b)) => format!(" ({a}..{b})"),
+            _ => String::new(),
+        }
+    );
+    for (metric, (n, sum)) in totals {
+        println!("  {metric}: {n} point(s), sum {}", status::format_value(sum, None));
+    }
+    for warning in &extract.warnings {
+        println!("warning: {warning}");
+    }
+    for row in extract.rejected.iter().take(20) {
+        println!("rejected {}: {}\n    {}", row.location, row.reason, row.raw);
+    }
+    if extract.rejected.len() > 20 {
+        println!("... {} more rejected row(s)", extract.rejected.len() - 20);
+    }
+    ExitCode::SUCCESS
+}
+
+async fn sync(project: &Project, store: &Store, names: &[String]) -> anyhow::Result<ExitCode> {
+    for name in names {
+        if project.connector(name).is_none() {
+            let known = project.connectors.iter().map(|c| c.name.as_str());
+            eprintln!(
+                "error: {}",
+                crate::project::problem::with_hint(format!("no connector `{name}`"), name, known)
+            );
+            return Ok(ExitCode::from(BAD_CONFIG));
+        }
+    }
+    let outcomes = ingest::sync(project, store, names, "manual").await?;
+    Ok(report_runs(&outcomes))
+}
+
+fn report_runs(outcomes: &[ingest::RunOutcome]) -> ExitCode {
+    let mut failed = false;
+    for o in outcomes {
+        match &o.error {
+            None => println!(
+                "{}: run {} read {} row(s), loaded {}, rejected {}; {} point(s) changed, {} removed",
+                o.connector,
+                o.run_id,
+                o.rows_read,
+                o.rows_loaded,
+                o.rows_rejected,
+                o.points_written,
+                o.points_deleted
+            ),
+            Some(error) => {
+                failed = true;
+                println!("{}: run {} FAILED: {error}", o.connector, o.run_id);
+            }
+        }
+    }
+    if failed { ExitCode::from(FAILED) } else { ExitCode::SUCCESS }
+}
+
+async fn score(
+    project: &Project,
+    store: &Store,
+    as_of: Option<NaiveDate>,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+) -> anyhow::Result<ExitCode> {
+    let days: Vec<NaiveDate> = match (from, to) {
+        (Some(from), Some(to)) if from <= to => from.iter_days().take_while(|d| *d <= to).collect(),
+        (Some(_), Some(_)) => {
+            eprintln!("error: --from must not be after --to");
+            return Ok(ExitCode::from(BAD_CONFIG));
+        }
+        _ => vec![as_of.unwrap_or_else(|| scoring::today(project))],
+    };
+    let summary = scoring::run(project, store, &days, "manual").await?;
+    println!(
+        "scored {} KR row(s) and {} objective row(s) in scoring run {} ({} without a score)",
+        summary.kr_rows, summary.objective_rows, summary.run_id, summary.unscored
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn show_status(
+    project: &Project,
+    store: &Store,
+    as_of: Option<NaiveDate>,
+) -> anyhow::Result<ExitCode> {
+    let objectives = store.objective_scores(as_of).await?;
+    let krs = store.kr_scores(as_of).await?;
+    let runs = store.latest_ingest_runs().await?;
+    print!("{}", status::render(project, &objectives, &krs, &runs));
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_once(
+    project: &Project,
+    store: &Store,
+    as_of: Option<NaiveDate>,
+) -> anyhow::Result<ExitCode> {
+    let outcomes = ingest::sync(project, store, &[], "run_once").await?;
+    let code = report_runs(&outcomes);
+    let day = as_of.unwrap_or_else(|| scoring::today(project));
+    scoring::run(project, store, &[day], "run_once").await?;
+    show_status(project, store, None).await?;
+    Ok(code)
+}

@@ -1,0 +1,118 @@
+//! Connectors: each reads one source and turns it into daily points.
+//!
+//! A connector is a typed config plus the small [`Source`] trait. The shared ingest loop
+//! (`crate::ingest`) owns runs, storage and telemetry, so a new kind is one file here: a config
+//! struct with `deny_unknown_fields`, a `Source` implementation, and a line in
+//! [`ConnectorKind`] and [`KINDS`].
+
+pub mod csv;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use chrono::NaiveDate;
+
+/// One number: a metric on a day for a set of dimensions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    pub metric: String,
+    pub day: NaiveDate,
+    pub dimensions: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// A row that could not be read, kept with where it was and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedRow {
+    /// `file:line`, or a URL with a record index.
+    pub location: String,
+    pub line: Option<i64>,
+    pub reason: String,
+    /// The row's text as read.
+    pub raw: String,
+}
+
+/// What one connector run read.
+#[derive(Debug, Default)]
+pub struct Extract {
+    pub points: Vec<Point>,
+    /// Every day the run covers: its points replace the stored points of these days.
+    pub days: BTreeSet<NaiveDate>,
+    pub rows_read: u64,
+    pub rows_loaded: u64,
+    pub rejected: Vec<RejectedRow>,
+    /// The files or URLs read.
+    pub sources: Vec<String>,
+    /// Things an analyst should know that did not stop the run.
+    pub warnings: Vec<String>,
+}
+
+/// Why a connector run produced nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    /// The source could not be read at all.
+    #[error("{0}")]
+    Source(String),
+    /// polars failed on the data.
+    #[error("{context}: {source}")]
+    Frame {
+        context: String,
+        #[source]
+        source: polars::error::PolarsError,
+    },
+}
+
+/// What every connector kind provides.
+pub trait Source {
+    /// Reads the source and returns its points. Blocking: call it off the async runtime.
+    fn extract(&self, project_dir: &Path, timezone: chrono_tz::Tz)
+    -> Result<Extract, ConnectorError>;
+}
+
+/// The connector kinds krscore knows, by their `type` name.
+pub const KINDS: &[&str] = &["csv"];
+
+/// A connector's kind-specific configuration.
+#[derive(Debug, Clone)]
+pub enum ConnectorKind {
+    Csv(csv::CsvConfig),
+}
+
+/// A validated connector.
+#[derive(Debug, Clone)]
+pub struct Connector {
+    /// The file name without `.toml`.
+    pub name: String,
+    /// The file, relative to the project directory.
+    pub file: String,
+    pub timezone: chrono_tz::Tz,
+    pub kind: ConnectorKind,
+}
+
+impl Connector {
+    pub fn source(&self) -> &dyn Source {
+        match &self.kind {
+            ConnectorKind::Csv(config) => config,
+        }
+    }
+
+    /// Metric names this connector writes.
+    pub fn metric_names(&self) -> BTreeSet<String> {
+        match &self.kind {
+            ConnectorKind::Csv(config) => config.metrics.iter().map(|m| m.name.clone()).collect(),
+        }
+    }
+
+    /// Dimension names its points carry.
+    pub fn dimension_names(&self) -> BTreeSet<String> {
+        match &self.kind {
+            ConnectorKind::Csv(config) => {
+                config.dimensions.keys().chain(config.constants.keys()).cloned().collect()
+            }
+        }
+    }
+
+    pub fn extract(&self, project_dir: &Path) -> Result<Extract, ConnectorError> {
+        self.source().extract(project_dir, self.timezone)
+    }
+}

@@ -1,0 +1,153 @@
+//! The shared ingest loop: runs a connector off the async runtime, records the run, and
+//! replaces the points of the days it covers in one transaction.
+//!
+//! Every connector kind goes through [`sync_connector`], so runs, rejected rows, the reject
+//! threshold and logging behave the same for all of them.
+
+use std::time::Instant;
+
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::connector::{Connector, Extract};
+use crate::project::Project;
+use crate::store::{RunRecord, Store};
+
+/// How one connector run ended.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub connector: String,
+    pub run_id: i64,
+    pub succeeded: bool,
+    pub rows_read: u64,
+    pub rows_loaded: u64,
+    pub rows_rejected: u64,
+    pub points_written: u64,
+    pub points_deleted: u64,
+    pub error: Option<String>,
+}
+
+/// Runs the named connectors (all when `names` is empty) one after another.
+pub async fn sync(
+    project: &Project,
+    store: &Store,
+    names: &[String],
+    trigger: &str,
+) -> anyhow::Result<Vec<RunOutcome>> {
+    let mut outcomes = Vec::new();
+    for connector in &project.connectors {
+        if names.is_empty() || names.contains(&connector.name) {
+            outcomes.push(sync_connector(project, store, connector, trigger).await?);
+        }
+    }
+    Ok(outcomes)
+}
+
+/// Reads a connector without writing anything. Blocking work runs off the runtime.
+pub async fn extract(project: &Project, connector: &Connector) -> anyhow::Result<Extract> {
+    let root = project.root.clone();
+    let connector = connector.clone();
+    let span = tracing::Span::current();
+    let result = tokio::task::spawn_blocking(move || {
+        let _guard = span.enter();
+        connector.extract(&root)
+    })
+    .await?;
+    Ok(result?)
+}
+
+/// One run of one connector, recorded in `ingest_runs`.
+pub async fn sync_connector(
+    project: &Project,
+    store: &Store,
+    connector: &Connector,
+    trigger: &str,
+) -> anyhow::Result<RunOutcome> {
+    let run_id = store.start_ingest_run(&connector.name, trigger).await?;
+    let span = info_span!("ingest", connector = %connector.name, run_id);
+    async move {
+        let started = Instant::now();
+        let mut outcome = RunOutcome {
+            connector: connector.name.clone(),
+            run_id,
+            succeeded: false,
+            rows_read: 0,
+            rows_loaded: 0,
+            rows_rejected: 0,
+            points_written: 0,
+            points_deleted: 0,
+            error: None,
+        };
+
+        let extract = match extract(project, connector).await {
+            Ok(extract) => extract,
+            Err(err) => {
+                let message = format!("{err:#}");
+                error!(error = %message, "connector run failed");
+                store
+                    .fail_ingest_run(run_id, &connector.name, &[], &RunRecord::default(), &message)
+                    .await?;
+                outcome.error = Some(message);
+                return Ok(outcome);
+            }
+        };
+        for warning in &extract.warnings {
+            warn!(warning = %warning, "connector warning");
+        }
+        let record = RunRecord {
+            rows_read: extract.rows_read as i64,
+            rows_loaded: extract.rows_loaded as i64,
+            rows_rejected: extract.rejected.len() as i64,
+            first_day: extract.days.first().copied(),
+            last_day: extract.days.last().copied(),
+            sources: extract.sources.join(", "),
+        };
+        outcome.rows_read = extract.rows_read;
+        outcome.rows_loaded = extract.rows_loaded;
+        outcome.rows_rejected = extract.rejected.len() as u64;
+
+        let max_share = project.settings.ingest.max_reject_share;
+        let share = if extract.rows_read == 0 {
+            0.0
+        } else {
+            extract.rejected.len() as f64 / extract.rows_read as f64
+        };
+        if share > max_share {
+            let message = format!(
+                "{} of {} rows rejected ({:.1}%), more than [ingest] max_reject_share = {}; \
+                 nothing was loaded (see rejected_rows for run {run_id})",
+                extract.rejected.len(),
+                extract.rows_read,
+                share * 100.0,
+                max_share
+            );
+            error!(error = %message, "connector run failed");
+            store
+                .fail_ingest_run(run_id, &connector.name, &extract.rejected, &record, &message)
+                .await?;
+            outcome.error = Some(message);
+            return Ok(outcome);
+        }
+
+        let days: Vec<_> = extract.days.iter().copied().collect();
+        let stats = store
+            .commit_ingest_run(run_id, &connector.name, &extract.points, &days, &extract.rejected, &record)
+            .await?;
+        outcome.succeeded = true;
+        outcome.points_written = stats.written;
+        outcome.points_deleted = stats.deleted;
+        info!(
+            rows_read = extract.rows_read,
+            rows_loaded = extract.rows_loaded,
+            rows_rejected = extract.rejected.len(),
+            points = extract.points.len(),
+            points_changed = stats.written,
+            points_deleted = stats.deleted,
+            days = days.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "connector run finished"
+        );
+        Ok(outcome)
+    }
+    .instrument(span)
+    .await
+}

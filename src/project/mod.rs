@@ -1,0 +1,669 @@
+//! A krscore project directory: settings, the metric catalogue, connector files and OKR
+//! files, loaded and checked together so that every problem is reported in one go.
+//!
+//! To check something new, add it to the `check_*` function of the file it concerns and
+//! locate it with [`TomlFile::problem`] so the message names file, line and field.
+
+pub mod problem;
+pub mod toml_file;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::connector::csv::{CsvConfig, DateFormat, parse_delimiter};
+use crate::connector::{Connector, ConnectorKind, KINDS};
+use crate::metrics::{Catalogue, Formula, Metric, MetricKind, RawKind, RawMetric, Rollup};
+use crate::okr::{
+    Baseline, KeyResult, KrType, NumberOrText, Objective, Period, RawOkrFile, Target, Window,
+    parse_relative,
+};
+use crate::settings::{self, Settings};
+use problem::{ConfigErrors, Problem, with_hint};
+use toml_file::{KeyPath, TomlFile};
+
+/// Everything a project defines.
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub root: PathBuf,
+    pub settings: Settings,
+    pub catalogue: Catalogue,
+    pub connectors: Vec<Connector>,
+    pub objectives: Vec<Objective>,
+    /// SHA-256 of the metric and OKR files, recorded with every score.
+    pub definition_hash: String,
+    /// Advice that does not stop anything (OKR hygiene, empty globs).
+    pub warnings: Vec<Problem>,
+}
+
+impl Project {
+    /// Loads and checks every file of the project, reporting all problems together.
+    pub fn load(root: &Path) -> Result<Project, ConfigErrors> {
+        let mut problems = Vec::new();
+        let mut warnings = Vec::new();
+        if !root.is_dir() {
+            return Err(ConfigErrors(vec![Problem {
+                file: root.to_path_buf(),
+                line: None,
+                field: String::new(),
+                message: "project directory not found".into(),
+            }]));
+        }
+
+        let settings = settings::load(root).unwrap_or_else(|mut found| {
+            problems.append(&mut found);
+            Settings::default()
+        });
+        let default_tz = settings.scoring.timezone.clone();
+        let mut hasher = Sha256::new();
+
+        let catalogue = load_catalogue(root, &mut problems, &mut hasher);
+        let connectors = load_connectors(root, &catalogue, &default_tz, &mut problems, &mut warnings);
+        let objectives = load_objectives(
+            root,
+            &catalogue,
+            &connectors,
+            &default_tz,
+            &mut problems,
+            &mut warnings,
+            &mut hasher,
+        );
+
+        if !problems.is_empty() {
+            return Err(ConfigErrors(problems));
+        }
+        let definition_hash = format!("{:x}", hasher.finalize());
+        Ok(Project {
+            root: root.to_path_buf(),
+            settings,
+            catalogue,
+            connectors,
+            objectives,
+            definition_hash,
+            warnings,
+        })
+    }
+
+    pub fn connector(&self, name: &str) -> Option<&Connector> {
+        self.connectors.iter().find(|c| c.name == name)
+    }
+
+    pub fn key_results(&self) -> impl Iterator<Item = (&Objective, &KeyResult)> {
+        self.objectives.iter().flat_map(|o| o.key_results.iter().map(move |k| (o, k)))
+    }
+
+    /// The database URL with a relative SQLite path resolved against the project directory.
+    pub fn database_url(&self) -> String {
+        let url = &self.settings.database.url;
+        let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) else {
+            return url.clone();
+        };
+        if path.starts_with(':') || Path::new(path).is_absolute() {
+            return url.clone();
+        }
+        let (file, query) = match path.split_once('?') {
+            Some((f, q)) => (f, format!("?{q}")),
+            None => (path, String::new()),
+        };
+        format!("sqlite://{}{query}", self.root.join(file).display())
+    }
+}
+
+fn toml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn relative(root: &Path, path: &Path) -> PathBuf {
+    path.strip_prefix(root).unwrap_or(path).to_path_buf()
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+}
+
+fn load_catalogue(root: &Path, problems: &mut Vec<Problem>, hasher: &mut Sha256) -> Catalogue {
+    let shown = PathBuf::from("config/metrics.toml");
+    let file = match TomlFile::read(&root.join(&shown), &shown) {
+        Ok(file) => file,
+        Err(problem) => {
+            problems.push(problem);
+            return Catalogue::default();
+        }
+    };
+    hasher.update(file.text().as_bytes());
+    let raw: BTreeMap<String, RawMetric> = match file.deserialize() {
+        Ok(raw) => raw,
+        Err(mut found) => {
+            problems.append(&mut found);
+            return Catalogue::default();
+        }
+    };
+
+    let mut catalogue = Catalogue::default();
+    for (name, metric) in &raw {
+        let at = KeyPath::root().key(name);
+        if !valid_name(name) {
+            problems.push(file.problem(
+                &at,
+                format!("metric name `{name}`: use lower case letters, digits and `_`"),
+            ));
+        }
+        let kind = match metric.kind {
+            RawKind::Counter | RawKind::Derived if metric.rollup.is_some() => {
+                problems.push(file.problem(&at.key("rollup"), "only gauges have a rollup"));
+                continue;
+            }
+            RawKind::Counter | RawKind::Gauge if metric.formula.is_some() => {
+                problems.push(file.problem(
+                    &at.key("formula"),
+                    "only derived metrics have a formula (set kind = \"derived\")",
+                ));
+                continue;
+            }
+            RawKind::Counter => MetricKind::Counter,
+            RawKind::Gauge => MetricKind::Gauge(metric.rollup.unwrap_or(Rollup::Last)),
+            RawKind::Derived => {
+                let Some(text) = &metric.formula else {
+                    problems.push(file.problem(&at, "a derived metric needs a `formula`"));
+                    continue;
+                };
+                match Formula::parse(text) {
+                    Ok(formula) => {
+                        for dep in formula.metric_names() {
+                            if !raw.contains_key(&dep) {
+                                problems.push(file.problem(
+                                    &at.key("formula"),
+                                    with_hint(
+                                        format!("formula uses unknown metric `{dep}`"),
+                                        &dep,
+                                        raw.keys().map(String::as_str),
+                                    ),
+                                ));
+                            }
+                        }
+                        MetricKind::Derived(formula)
+                    }
+                    Err(err) => {
+                        problems.push(file.problem(&at.key("formula"), format!("bad formula: {err}")));
+                        continue;
+                    }
+                }
+            }
+        };
+        catalogue.metrics.insert(
+            name.clone(),
+            Metric {
+                name: name.clone(),
+                kind,
+                unit: metric.unit.clone(),
+                description: metric.description.clone(),
+            },
+        );
+    }
+    for name in catalogue.cycles() {
+        problems.push(file.problem(
+            &KeyPath::root().key(&name).key("formula"),
+            format!("`{name}` depends on itself"),
+        ));
+    }
+    catalogue
+}
+
+fn load_connectors(
+    root: &Path,
+    catalogue: &Catalogue,
+    default_tz: &str,
+    problems: &mut Vec<Problem>,
+    warnings: &mut Vec<Problem>,
+) -> Vec<Connector> {
+    let mut connectors = Vec::new();
+    for path in toml_files(&root.join("connectors")) {
+        let shown = relative(root, &path);
+        let file = match TomlFile::read(&path, &shown) {
+            Ok(file) => file,
+            Err(problem) => {
+                problems.push(problem);
+                continue;
+            }
+        };
+        let name = path.file_stem().unwrap_or_default().to_string_lossy().to_string();
+        let kind = file.value().get("type").and_then(|v| v.as_str()).map(str::to_string);
+        let at_type = KeyPath::root().key("type");
+        let connector = match kind.as_deref() {
+            None => {
+                problems.push(file.problem(
+                    &at_type,
+                    format!("missing `type`; one of: {}", KINDS.join(", ")),
+                ));
+                continue;
+            }
+            Some("csv") => match file.deserialize::<CsvConfig>() {
+                Ok(config) => check_csv(&file, &config, catalogue, problems, warnings, root)
+                    .map(|tz| Connector {
+                        name: name.clone(),
+                        file: shown.display().to_string(),
+                        timezone: tz,
+                        kind: ConnectorKind::Csv(config),
+                    }),
+                Err(mut found) => {
+                    problems.append(&mut found);
+                    None
+                }
+            },
+            Some(other) => {
+                problems.push(file.problem(
+                    &at_type,
+                    with_hint(format!("unknown connector type `{other}`"), other, KINDS.iter().copied()),
+                ));
+                None
+            }
+        };
+        let _ = default_tz;
+        if let Some(mut connector) = connector {
+            if connector.timezone.name().is_empty() {
+                connector.timezone = default_tz.parse().unwrap_or(chrono_tz::UTC);
+            }
+            connectors.push(connector);
+        }
+    }
+    connectors
+}
+
+/// Checks a CSV connector; returns its time zone when it is usable.
+fn check_csv(
+    file: &TomlFile,
+    config: &CsvConfig,
+    catalogue: &Catalogue,
+    problems: &mut Vec<Problem>,
+    warnings: &mut Vec<Problem>,
+    root: &Path,
+) -> Option<chrono_tz::Tz> {
+    let before = problems.len();
+    let at = KeyPath::root();
+    let tz = match &config.timezone {
+        Some(name) => match name.parse::<chrono_tz::Tz>() {
+            Ok(tz) => tz,
+            Err(_) => {
+                problems.push(file.problem(
+                    &at.key("timezone"),
+                    format!("unknown time zone `{name}` (use an IANA name such as Europe/Moscow)"),
+                ));
+                chrono_tz::UTC
+            }
+        },
+        None => chrono_tz::UTC,
+    };
+    let format = &config.format;
+    if let Some(d) = &format.delimiter
+        && parse_delimiter(d).is_none()
+    {
+        problems.push(file.problem(
+            &at.key("format").key("delimiter"),
+            format!("`{d}` is not a delimiter; use \",\", \";\", \"|\" or \"\\t\""),
+        ));
+    }
+    if let Some(enc) = &format.encoding
+        && !enc.eq_ignore_ascii_case("auto")
+        && encoding_rs::Encoding::for_label(enc.as_bytes()).is_none()
+    {
+        problems.push(file.problem(
+            &at.key("format").key("encoding"),
+            format!("unknown encoding `{enc}` (for example utf-8, windows-1251, utf-16le)"),
+        ));
+    }
+    if let Some(dec) = &format.decimal
+        && dec != "."
+        && dec != ","
+    {
+        problems.push(file.problem(&at.key("format").key("decimal"), "decimal must be \".\" or \",\""));
+    }
+    if let Some(f) = &config.date.format
+        && let Err(err) = DateFormat::new(f)
+    {
+        problems.push(file.problem(&at.key("date").key("format"), err));
+    }
+    if let Err(err) = glob::Pattern::new(&config.path) {
+        problems.push(file.problem(&at.key("path"), format!("bad path pattern: {err}")));
+    } else if config.files(root).map(|f| f.is_empty()).unwrap_or(false) {
+        warnings.push(file.problem(&at.key("path"), format!("no file matches `{}` yet", config.path)));
+    }
+    for name in config.dimensions.keys().chain(config.constants.keys()) {
+        if !valid_name(name) {
+            problems.push(file.problem(
+                &at.key("dimensions").key(name),
+                format!("dimension name `{name}`: use lower case letters, digits and `_`"),
+            ));
+        }
+    }
+    for name in config.constants.keys() {
+        if config.dimensions.contains_key(name) {
+            problems.push(file.problem(
+                &at.key("constants").key(name),
+                format!("`{name}` is both a dimension column and a constant"),
+            ));
+        }
+    }
+    if config.metrics.is_empty() {
+        problems.push(file.problem(&at, "no [[metrics]]: the connector would load nothing"));
+    }
+    let mut seen = BTreeSet::new();
+    for (i, metric) in config.metrics.iter().enumerate() {
+        let at_metric = at.key("metrics").index(i);
+        match catalogue.get(&metric.name) {
+            None if !catalogue.metrics.is_empty() => problems.push(file.problem(
+                &at_metric.key("name"),
+                with_hint(
+                    format!("unknown metric `{}`", metric.name),
+                    &metric.name,
+                    catalogue.names(),
+                ),
+            )),
+            Some(m) if matches!(m.kind, MetricKind::Derived(_)) => problems.push(file.problem(
+                &at_metric.key("name"),
+                format!("`{}` is derived: load the metrics of its formula instead", metric.name),
+            )),
+            _ => {}
+        }
+        if !seen.insert(metric.name.clone()) {
+            problems.push(file.problem(
+                &at_metric.key("name"),
+                format!("`{}` is loaded twice by this connector", metric.name),
+            ));
+        }
+        match (&metric.column, &metric.count) {
+            (Some(_), None) => {}
+            (None, Some(count)) if count == "rows" => {}
+            (None, Some(count)) => problems.push(file.problem(
+                &at_metric.key("count"),
+                format!("count = `{count}`: the only counting rule is \"rows\""),
+            )),
+            (Some(_), Some(_)) => problems.push(file.problem(
+                &at_metric,
+                "give either `column` or `count = \"rows\"`, not both",
+            )),
+            (None, None) => problems.push(file.problem(
+                &at_metric,
+                "give `column = \"...\"` or `count = \"rows\"`",
+            )),
+        }
+        if let Some(scale) = metric.scale
+            && !(scale.is_finite() && scale != 0.0)
+        {
+            problems.push(file.problem(&at_metric.key("scale"), "scale must be a non-zero number"));
+        }
+    }
+    (problems.len() == before).then_some(tz)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn load_objectives(
+    root: &Path,
+    catalogue: &Catalogue,
+    connectors: &[Connector],
+    default_tz: &str,
+    problems: &mut Vec<Problem>,
+    warnings: &mut Vec<Problem>,
+    hasher: &mut Sha256,
+) -> Vec<Objective> {
+    // which dimensions each base metric can be filtered by
+    let mut dimensions: HashMap<String, BTreeSet<String>> = HashMap::new();
+    for connector in connectors {
+        for metric in connector.metric_names() {
+            dimensions.entry(metric).or_default().extend(connector.dimension_names());
+        }
+    }
+
+    let mut objectives: Vec<Objective> = Vec::new();
+    let mut kr_ids: BTreeSet<String> = BTreeSet::new();
+    let files = toml_files(&root.join("config/okrs"));
+    if files.is_empty() {
+        warnings.push(Problem {
+            file: PathBuf::from("config/okrs"),
+            line: None,
+            field: String::new(),
+            message: "no OKR files: nothing will be scored".into(),
+        });
+    }
+    for path in files {
+        let shown = relative(root, &path);
+        let file = match TomlFile::read(&path, &shown) {
+            Ok(file) => file,
+            Err(problem) => {
+                problems.push(problem);
+                continue;
+            }
+        };
+        hasher.update(shown.to_string_lossy().as_bytes());
+        hasher.update(file.text().as_bytes());
+        let raw: RawOkrFile = match file.deserialize() {
+            Ok(raw) => raw,
+            Err(mut found) => {
+                problems.append(&mut found);
+                continue;
+            }
+        };
+        for (oi, o) in raw.objective.iter().enumerate() {
+            let at = KeyPath::root().key("objective").index(oi);
+            if objectives.iter().any(|other| other.id == o.id) {
+                problems.push(file.problem(&at.key("id"), format!("objective id `{}` is used twice", o.id)));
+            }
+            let period = match (&o.period, &o.start, &o.end) {
+                (Some(text), None, None) => Period::parse(text).or_else(|| {
+                    problems.push(file.problem(
+                        &at.key("period"),
+                        format!("period `{text}`: write 2027-Q1, 2027-03 or 2027, or give start and end"),
+                    ));
+                    None
+                }),
+                (None, Some(start), Some(end)) => match (start.parse(), end.parse()) {
+                    (Some(start), Some(end)) if start <= end => Some(Period::Dates(Window { start, end })),
+                    _ => {
+                        problems.push(file.problem(
+                            &at.key("start"),
+                            "start and end must be YYYY-MM-DD dates with start <= end",
+                        ));
+                        None
+                    }
+                },
+                _ => {
+                    problems.push(file.problem(&at, "give `period`, or `start` and `end`"));
+                    None
+                }
+            };
+            let timezone = o.timezone.clone().unwrap_or_else(|| default_tz.to_string());
+            if timezone.parse::<chrono_tz::Tz>().is_err() {
+                problems.push(file.problem(&at.key("timezone"), format!("unknown time zone `{timezone}`")));
+            }
+            let Some(period) = period else { continue };
+
+            let mut key_results = Vec::new();
+            for (ki, k) in o.key_result.iter().enumerate() {
+                let at_kr = at.key("key_result").index(ki);
+                let problem_count = problems.len();
+                let kp = |field: &str| at_kr.key(field);
+                if !kr_ids.insert(k.id.clone()) {
+                    problems.push(file.problem(&kp("id"), format!("key result id `{}` is used twice", k.id)));
+                }
+                match catalogue.get(&k.metric) {
+                    None => problems.push(file.problem(
+                        &kp("metric"),
+                        with_hint(format!("unknown metric `{}`", k.metric), &k.metric, catalogue.names()),
+                    )),
+                    Some(_) => {
+                        for base in catalogue.base_metrics(&k.metric) {
+                            let dims = dimensions.get(&base);
+                            if dims.is_none() {
+                                warnings.push(file.problem(
+                                    &at_kr.key("metric"),
+                                    format!("no connector loads `{base}`: this KR will have no data"),
+                                ));
+                                continue;
+                            }
+                            for dim in k.filter.keys() {
+                                if !dims.is_some_and(|d| d.contains(dim)) {
+                                    let known = dims.into_iter().flatten().map(String::as_str);
+                                    problems.push(file.problem(
+                                        &at_kr.key("where").key(dim),
+                                        with_hint(
+                                            format!("`{base}` has no dimension `{dim}`"),
+                                            dim,
+                                            known,
+                                        ),
+                                    ));
+                                }
+                            }
+                        }
+                    }
+                }
+                let baseline = match &k.baseline {
+                    None => None,
+                    Some(NumberOrText::Number(v)) => Some(Baseline::Value(*v)),
+                    Some(NumberOrText::Text(t)) => match t.as_str() {
+                        "previous_period" => Some(Baseline::PreviousPeriod),
+                        "same_period_last_year" => Some(Baseline::SamePeriodLastYear),
+                        other => {
+                            problems.push(file.problem(
+                                &kp("baseline"),
+                                with_hint(
+                                    format!("baseline `{other}`: write a number, \"previous_period\" or \"same_period_last_year\""),
+                                    other,
+                                    ["previous_period", "same_period_last_year"],
+                                ),
+                            ));
+                            None
+                        }
+                    },
+                };
+                let target = match &k.target {
+                    NumberOrText::Number(v) => Some(Target::Value(*v)),
+                    NumberOrText::Text(t) => match parse_relative(t) {
+                        Some(p) if k.baseline.is_none() => {
+                            let _ = p;
+                            problems.push(file.problem(&kp("target"), format!("target `{t}` is relative: give a `baseline`")));
+                            None
+                        }
+                        Some(p) => Some(Target::Relative(p)),
+                        None => {
+                            problems.push(file.problem(&kp("target"), format!("target `{t}`: write a number or a change such as \"+40%\"")));
+                            None
+                        }
+                    },
+                };
+                let kr_type = k.kr_type.map(KrType::from);
+                if let (Some(kind), Some(Baseline::Value(b)), Some(Target::Value(t))) = (kr_type, &baseline, target) {
+                    let wrong = match kind {
+                        KrType::Increase => t <= *b,
+                        KrType::Decrease => t >= *b,
+                        _ => false,
+                    };
+                    if wrong {
+                        problems.push(file.problem(&kp("type"), format!("type {} does not fit baseline {b} and target {t}", kind.name())));
+                    }
+                }
+                if let (Some(kind), Some(Target::Relative(p))) = (kr_type, target)
+                    && ((kind == KrType::Increase && p <= 0.0) || (kind == KrType::Decrease && p >= 0.0))
+                {
+                    problems.push(file.problem(&kp("type"), format!("type {} does not fit target {}", kind.name(), k.target_text())));
+                }
+                if kr_type.is_none() && baseline.is_some() && matches!((&baseline, target), (Some(Baseline::Value(b)), Some(Target::Value(t))) if *b == t) {
+                    problems.push(file.problem(&kp("target"), "target equals baseline: nothing to achieve"));
+                }
+                let weight = k.weight.unwrap_or(1.0);
+                if !(weight.is_finite() && weight > 0.0) {
+                    problems.push(file.problem(&kp("weight"), "weight must be a positive number"));
+                }
+                let window = match (&k.start, &k.end, k.days) {
+                    (None, None, None) => Some(period.window()),
+                    (Some(start), end, days) => match (start.parse(), end.as_ref().map(|e| e.parse()), days) {
+                        (Some(s), Some(Some(e)), None) if s <= e => Some(Window { start: s, end: e }),
+                        (Some(s), None, Some(n)) if n > 0 => {
+                            Some(Window { start: s, end: s + chrono::Days::new(n as u64 - 1) })
+                        }
+                        _ => {
+                            problems.push(file.problem(&kp("start"), "give `start` with `end` (start <= end) or with `days` > 0, as YYYY-MM-DD"));
+                            None
+                        }
+                    },
+                    _ => {
+                        problems.push(file.problem(&kp("start"), "an own window needs `start`, with `end` or `days`"));
+                        None
+                    }
+                };
+                if problems.len() != problem_count {
+                    continue;
+                }
+                let (Some(window), Some(target)) = (window, target) else { continue };
+                let own_period = if window == period.window() { period } else { Period::Dates(window) };
+                key_results.push(KeyResult {
+                    id: k.id.clone(),
+                    objective_id: o.id.clone(),
+                    title: k.title.clone(),
+                    metric: k.metric.clone(),
+                    filter: k.filter.iter().map(|(d, v)| (d.clone(), v.values())).collect(),
+                    window,
+                    period: own_period,
+                    baseline,
+                    target,
+                    kr_type,
+                    weight,
+                });
+            }
+
+            let count = o.key_result.len();
+            if !(3..=5).contains(&count) {
+                warnings.push(file.problem(
+                    &at,
+                    format!("objective `{}` has {count} key result(s); 3 to 5 keep it focused", o.id),
+                ));
+            }
+            objectives.push(Objective {
+                id: o.id.clone(),
+                title: o.title.clone(),
+                owner: o.owner.clone(),
+                period,
+                timezone,
+                key_results,
+                file: shown.display().to_string(),
+            });
+        }
+    }
+
+    // hygiene: 1-2 objectives per owner per period
+    let mut per_owner: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for o in &objectives {
+        if let Some(owner) = &o.owner {
+            *per_owner.entry((owner.clone(), o.period.label())).or_default() += 1;
+        }
+    }
+    for ((owner, period), n) in per_owner {
+        if n > 2 {
+            warnings.push(Problem {
+                file: PathBuf::from("config/okrs"),
+                line: None,
+                field: String::new(),
+                message: format!("{owner} owns {n} objectives in {period}; 1-2 per team keeps focus"),
+            });
+        }
+    }
+    objectives
+}
+
+impl crate::okr::RawKeyResult {
+    fn target_text(&self) -> String {
+        match &self.target {
+            NumberOrText::Number(n) => n.to_string(),
+            NumberOrText::Text(t) => t.clone(),
+        }
+    }
+}

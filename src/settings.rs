@@ -1,0 +1,273 @@
+//! Service settings: built-in defaults, `config/default.toml`, an optional
+//! `config/{KRSCORE_ENV}.toml`, then `KRSCORE__SECTION__KEY` environment variables.
+//!
+//! To add a setting, add a documented field with a default to one of the section structs; the
+//! file check and the environment mapping pick it up without further code.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::project::problem::Problem;
+use crate::project::toml_file::TomlFile;
+
+/// All settings of a project.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Where points and scores are stored.
+    #[serde(default)]
+    pub database: DatabaseSettings,
+    /// How KRs are scored and graded.
+    #[serde(default)]
+    pub scoring: ScoringSettings,
+    /// How connector runs treat bad rows.
+    #[serde(default)]
+    pub ingest: IngestSettings,
+    /// Log format and level.
+    #[serde(default)]
+    pub log: LogSettings,
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://FILE` (relative to the project directory), `sqlite::memory:`, or
+    /// `postgres://user:password@host:port/database`.
+    #[serde(default = "default_database_url")]
+    pub url: String,
+    /// Largest number of pooled connections.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+/// `[scoring]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoringSettings {
+    /// Time zone that decides "today" and the default time zone of objectives.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// Scores below this are graded `red`.
+    #[serde(default = "default_red_below")]
+    pub red_below: f64,
+    /// Scores at or above this are graded `green`; the rest `yellow`.
+    #[serde(default = "default_green_from")]
+    pub green_from: f64,
+    /// A KR whose score is at least this share of its expected score is `on_track`.
+    #[serde(default = "default_on_track_from")]
+    pub on_track_from: f64,
+    /// A KR whose score is at least this share of its expected score (but not on track) is
+    /// `at_risk`; below it, `off_track`.
+    #[serde(default = "default_at_risk_from")]
+    pub at_risk_from: f64,
+    /// A KR whose newest data point is more than this many days before the as-of day is
+    /// marked `stale`.
+    #[serde(default = "default_stale_after_days")]
+    pub stale_after_days: u32,
+}
+
+/// `[ingest]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSettings {
+    /// A run whose share of rejected rows exceeds this fails whole and writes no points.
+    #[serde(default = "default_max_reject_share")]
+    pub max_reject_share: f64,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// `text` for people, `json` for log collectors.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A level (`info`) or a filter (`krscore=debug,sqlx=warn`); `RUST_LOG` overrides it.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+fn default_database_url() -> String {
+    "sqlite://krscore.db".to_string()
+}
+fn default_max_connections() -> u32 {
+    5
+}
+fn default_timezone() -> String {
+    "UTC".to_string()
+}
+fn default_red_below() -> f64 {
+    0.3
+}
+fn default_green_from() -> f64 {
+    0.7
+}
+fn default_on_track_from() -> f64 {
+    0.9
+}
+fn default_at_risk_from() -> f64 {
+    0.6
+}
+fn default_stale_after_days() -> u32 {
+    7
+}
+fn default_max_reject_share() -> f64 {
+    0.1
+}
+fn default_log_level() -> String {
+    "info".to_string()
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        DatabaseSettings { url: default_database_url(), max_connections: default_max_connections() }
+    }
+}
+
+impl Default for ScoringSettings {
+    fn default() -> Self {
+        ScoringSettings {
+            timezone: default_timezone(),
+            red_below: default_red_below(),
+            green_from: default_green_from(),
+            on_track_from: default_on_track_from(),
+            at_risk_from: default_at_risk_from(),
+            stale_after_days: default_stale_after_days(),
+        }
+    }
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        IngestSettings { max_reject_share: default_max_reject_share() }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings { format: LogFormat::default(), level: default_log_level() }
+    }
+}
+
+/// The settings files of a project, in the order they are layered.
+pub fn settings_files(project_dir: &Path) -> Vec<PathBuf> {
+    let mut files = vec![PathBuf::from("config/default.toml")];
+    if let Ok(env) = std::env::var("KRSCORE_ENV")
+        && !env.is_empty()
+    {
+        files.push(PathBuf::from(format!("config/{env}.toml")));
+    }
+    files.into_iter().filter(|f| project_dir.join(f).exists()).collect()
+}
+
+/// Loads and checks the layered settings, reporting every problem at once.
+pub fn load(project_dir: &Path) -> Result<Settings, Vec<Problem>> {
+    let files = settings_files(project_dir);
+    let mut problems = Vec::new();
+
+    // each file on its own first, so that problems carry a line number
+    for file in &files {
+        match TomlFile::read(&project_dir.join(file), file) {
+            Ok(parsed) => {
+                if let Err(mut found) = parsed.deserialize::<Settings>() {
+                    problems.append(&mut found);
+                }
+            }
+            Err(problem) => problems.push(problem),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+
+    let mut builder = config::Config::builder();
+    for file in &files {
+        builder = builder.add_source(
+            config::File::from(project_dir.join(file)).format(config::FileFormat::Toml),
+        );
+    }
+    builder = builder.add_source(
+        config::Environment::with_prefix("KRSCORE").separator("__").try_parsing(true),
+    );
+    let environment_problem = |message: String| Problem {
+        file: PathBuf::from("(environment)"),
+        line: None,
+        field: String::new(),
+        message,
+    };
+    let settings: Settings = builder
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(|err| vec![environment_problem(format!("KRSCORE__* variables: {err}"))])?;
+
+    validate(&settings, &files).map(|()| settings)
+}
+
+fn validate(settings: &Settings, files: &[PathBuf]) -> Result<(), Vec<Problem>> {
+    let mut problems = Vec::new();
+    let file = files.last().cloned().unwrap_or_else(|| PathBuf::from("config/default.toml"));
+    let mut problem = |field: &str, message: String| {
+        problems.push(Problem { file: file.clone(), line: None, field: field.into(), message })
+    };
+    if settings.scoring.timezone.parse::<chrono_tz::Tz>().is_err() {
+        problem(
+            "scoring.timezone",
+            format!("unknown time zone `{}` (use an IANA name)", settings.scoring.timezone),
+        );
+    }
+    let s = &settings.scoring;
+    if !(0.0 <= s.red_below && s.red_below <= s.green_from && s.green_from <= 1.0) {
+        problem("scoring", "grade bands need 0 <= red_below <= green_from <= 1".into());
+    }
+    if !(0.0 <= s.at_risk_from && s.at_risk_from <= s.on_track_from) {
+        problem("scoring", "pace thresholds need 0 <= at_risk_from <= on_track_from".into());
+    }
+    if !(0.0..=1.0).contains(&settings.ingest.max_reject_share) {
+        problem("ingest.max_reject_share", "must be between 0 and 1".into());
+    }
+    let url = &settings.database.url;
+    if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
+    {
+        problem(
+            "database.url",
+            format!("`{}` is neither sqlite:// nor postgres://", redact_url(url)),
+        );
+    }
+    if problems.is_empty() { Ok(()) } else { Err(problems) }
+}
+
+/// The URL with any password replaced, for logs and messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_shown() {
+        assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact_url("sqlite://krscore.db"), "sqlite://krscore.db");
+    }
+}

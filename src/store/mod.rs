@@ -1,0 +1,662 @@
+//! Storage on SQLite (the embedded default) or PostgreSQL (production), with the same tables
+//! on both. Migrations live in `migrations/sqlite` and `migrations/postgres`, numbered alike,
+//! and run on connect.
+//!
+//! Most statements are written once and run on either pool through [`on_pool!`], which expands
+//! the same code for each database so sqlx checks types per driver. Where the dialects differ
+//! (bulk loading, JSON), each database has its own function. To add an operation, write it
+//! with `on_pool!` first and split it only where the SQL must differ.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::types::Json;
+
+use crate::connector::{Point, RejectedRow};
+use crate::settings::redact_url;
+
+/// A connection pool to one of the supported databases.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs the same code on whichever pool the store holds.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            Store::Sqlite($pool) => $body,
+            Store::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// A stored point as the scorer reads it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredPoint {
+    pub metric: String,
+    pub day: NaiveDate,
+    pub dimensions: Json<BTreeMap<String, String>>,
+    pub value: f64,
+}
+
+/// How a finished ingest run went.
+#[derive(Debug, Clone, Default)]
+pub struct RunRecord {
+    pub rows_read: i64,
+    pub rows_loaded: i64,
+    pub rows_rejected: i64,
+    pub first_day: Option<NaiveDate>,
+    pub last_day: Option<NaiveDate>,
+    pub sources: String,
+}
+
+/// What replacing a run's days changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Points inserted or whose value changed.
+    pub written: u64,
+    /// Stored points of the covered days that the run no longer has.
+    pub deleted: u64,
+}
+
+/// One row of `kr_scores`.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct KrScoreRow {
+    pub kr_id: String,
+    pub objective_id: String,
+    pub as_of: NaiveDate,
+    pub window_start: NaiveDate,
+    pub window_end: NaiveDate,
+    pub elapsed: f64,
+    pub kr_type: Option<String>,
+    pub value: Option<f64>,
+    pub baseline: Option<f64>,
+    pub target: Option<f64>,
+    pub raw: Option<f64>,
+    pub score: Option<f64>,
+    pub grade: Option<String>,
+    pub expected: Option<f64>,
+    pub expected_score: Option<f64>,
+    pub status: Option<String>,
+    pub forecast: Option<f64>,
+    pub forecast_score: Option<f64>,
+    pub stale: bool,
+    pub data_as_of: Option<NaiveDate>,
+    pub reason: Option<String>,
+}
+
+/// One row of `objective_scores`.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct ObjectiveScoreRow {
+    pub objective_id: String,
+    pub as_of: NaiveDate,
+    pub score: Option<f64>,
+    pub grade: Option<String>,
+    pub krs_scored: i64,
+    pub krs_total: i64,
+}
+
+/// An objective or key result definition as synced to the database.
+#[derive(Debug, Clone)]
+pub struct ObjectiveDefinition {
+    pub id: String,
+    pub title: String,
+    pub owner: Option<String>,
+    pub period: String,
+    pub window_start: NaiveDate,
+    pub window_end: NaiveDate,
+    pub timezone: String,
+    pub source_file: String,
+    pub key_results: Vec<KeyResultDefinition>,
+}
+
+#[derive(Debug, Clone)]
+pub struct KeyResultDefinition {
+    pub id: String,
+    pub title: String,
+    pub metric: String,
+    pub metric_kind: String,
+    pub unit: Option<String>,
+    pub filter: BTreeMap<String, Vec<String>>,
+    pub kr_type: Option<String>,
+    pub baseline_spec: Option<String>,
+    pub target_spec: String,
+    pub weight: f64,
+    pub window_start: NaiveDate,
+    pub window_end: NaiveDate,
+}
+
+/// A recent ingest run, for the status view.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct IngestRunRow {
+    pub id: i64,
+    pub connector: String,
+    pub status: String,
+    pub started_at: DateTime<Utc>,
+    pub rows_read: i64,
+    pub rows_loaded: i64,
+    pub rows_rejected: i64,
+    pub error: Option<String>,
+}
+
+impl Store {
+    /// Connects, creating a SQLite file when needed, and runs the migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Store> {
+        let shown = redact_url(url);
+        let store = if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .with_context(|| format!("bad SQLite URL {shown}"))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(30));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max_connections.max(1))
+                .connect_with(options)
+                .await
+                .with_context(|| format!("cannot open SQLite database {shown}"))?;
+            sqlx::migrate!("migrations/sqlite")
+                .run(&pool)
+                .await
+                .with_context(|| format!("cannot migrate {shown}"))?;
+            Store::Sqlite(pool)
+        } else {
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections.max(1))
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await
+                .with_context(|| format!("cannot connect to PostgreSQL at {shown}"))?;
+            sqlx::migrate!("migrations/postgres")
+                .run(&pool)
+                .await
+                .with_context(|| format!("cannot migrate {shown}"))?;
+            Store::Postgres(pool)
+        };
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await)
+    }
+
+    /// Records the start of a connector run and returns its id.
+    pub async fn start_ingest_run(&self, connector: &str, trigger: &str) -> sqlx::Result<i64> {
+        let sql = "INSERT INTO ingest_runs (connector, trigger, started_at, status) \
+                   VALUES ($1, $2, $3, 'running') RETURNING id";
+        on_pool!(self, pool => {
+            sqlx::query_scalar(sql).bind(connector).bind(trigger).bind(Utc::now()).fetch_one(pool).await
+        })
+    }
+
+    /// Replaces the points of the run's connector on the covered days, stores its rejected
+    /// rows and closes the run as succeeded, all in one transaction.
+    pub async fn commit_ingest_run(
+        &self,
+        run_id: i64,
+        connector: &str,
+        points: &[Point],
+        days: &[NaiveDate],
+        rejected: &[RejectedRow],
+        record: &RunRecord,
+    ) -> sqlx::Result<WriteStats> {
+        match self {
+            Store::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                let stats = sqlite_replace_points(&mut tx, run_id, connector, points, days).await?;
+                insert_rejected!(&mut *tx, run_id, connector, rejected);
+                finish_run!(&mut *tx, run_id, "succeeded", record, stats, None::<String>);
+                tx.commit().await?;
+                Ok(stats)
+            }
+            Store::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                let stats = pg_replace_points(&mut tx, run_id, connector, points, days).await?;
+                insert_rejected!(&mut *tx, run_id, connector, rejected);
+                finish_run!(&mut *tx, run_id, "succeeded", record, stats, None::<String>);
+                tx.commit().await?;
+                Ok(stats)
+            }
+        }
+    }
+
+    /// Closes a run as failed: its rejected rows are kept, no point is written.
+    pub async fn fail_ingest_run(
+        &self,
+        run_id: i64,
+        connector: &str,
+        rejected: &[RejectedRow],
+        record: &RunRecord,
+        error: &str,
+    ) -> sqlx::Result<()> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            insert_rejected!(&mut *tx, run_id, connector, rejected);
+            finish_run!(&mut *tx, run_id, "failed", record, WriteStats::default(), Some(error));
+            tx.commit().await
+        })
+    }
+
+    /// Points of `metrics` between `from` and `to` inclusive.
+    pub async fn load_points(
+        &self,
+        metrics: &[String],
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> sqlx::Result<Vec<StoredPoint>> {
+        let mut out = Vec::new();
+        for metric in metrics {
+            let sql = "SELECT metric, day, dimensions, value FROM metric_points \
+                       WHERE metric = $1 AND day >= $2 AND day <= $3";
+            let rows: Vec<StoredPoint> = on_pool!(self, pool => {
+                sqlx::query_as(sql).bind(metric).bind(from).bind(to).fetch_all(pool).await?
+            });
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
+    /// Writes the objectives and KRs; those no longer defined are marked inactive.
+    pub async fn sync_definitions(&self, objectives: &[ObjectiveDefinition]) -> sqlx::Result<()> {
+        let now = Utc::now();
+        let upsert_objective = "INSERT INTO objectives \
+            (id, title, owner, period, window_start, window_end, timezone, source_file, active, updated_at) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, TRUE, $9) \
+            ON CONFLICT (id) DO UPDATE SET title = excluded.title, owner = excluded.owner, \
+            period = excluded.period, window_start = excluded.window_start, \
+            window_end = excluded.window_end, timezone = excluded.timezone, \
+            source_file = excluded.source_file, active = TRUE, updated_at = excluded.updated_at";
+        let upsert_kr = "INSERT INTO key_results \
+            (id, objective_id, position, title, metric, metric_kind, unit, filter, kr_type, \
+             baseline_spec, target_spec, weight, window_start, window_end, active, updated_at) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, TRUE, $15) \
+            ON CONFLICT (id) DO UPDATE SET objective_id = excluded.objective_id, \
+            position = excluded.position, title = excluded.title, metric = excluded.metric, \
+            metric_kind = excluded.metric_kind, unit = excluded.unit, filter = excluded.filter, \
+            kr_type = excluded.kr_type, baseline_spec = excluded.baseline_spec, \
+            target_spec = excluded.target_spec, weight = excluded.weight, \
+            window_start = excluded.window_start, window_end = excluded.window_end, \
+            active = TRUE, updated_at = excluded.updated_at";
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE objectives SET active = FALSE").execute(&mut *tx).await?;
+            sqlx::query("UPDATE key_results SET active = FALSE").execute(&mut *tx).await?;
+            for o in objectives {
+                sqlx::query(upsert_objective)
+                    .bind(&o.id)
+                    .bind(&o.title)
+                    .bind(&o.owner)
+                    .bind(&o.period)
+                    .bind(o.window_start)
+                    .bind(o.window_end)
+                    .bind(&o.timezone)
+                    .bind(&o.source_file)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                for (position, k) in o.key_results.iter().enumerate() {
+                    sqlx::query(upsert_kr)
+                        .bind(&k.id)
+                        .bind(&o.id)
+                        .bind(position as i64)
+                        .bind(&k.title)
+                        .bind(&k.metric)
+                        .bind(&k.metric_kind)
+                        .bind(&k.unit)
+                        .bind(Json(&k.filter))
+                        .bind(&k.kr_type)
+                        .bind(&k.baseline_spec)
+                        .bind(&k.target_spec)
+                        .bind(k.weight)
+                        .bind(k.window_start)
+                        .bind(k.window_end)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            tx.commit().await
+        })
+    }
+
+    /// Records the start of a scoring pass.
+    pub async fn start_scoring_run(
+        &self,
+        trigger: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+        definition_hash: &str,
+    ) -> sqlx::Result<i64> {
+        let sql = "INSERT INTO scoring_runs \
+                   (trigger, started_at, as_of_from, as_of_to, definition_hash, status) \
+                   VALUES ($1, $2, $3, $4, $5, 'running') RETURNING id";
+        on_pool!(self, pool => {
+            sqlx::query_scalar(sql)
+                .bind(trigger)
+                .bind(Utc::now())
+                .bind(from)
+                .bind(to)
+                .bind(definition_hash)
+                .fetch_one(pool)
+                .await
+        })
+    }
+
+    /// Writes a scoring pass's rows in one transaction: readers see all of it or none.
+    pub async fn commit_scores(
+        &self,
+        run_id: i64,
+        krs: &[KrScoreRow],
+        objectives: &[ObjectiveScoreRow],
+    ) -> sqlx::Result<()> {
+        let now = Utc::now();
+        let kr_sql = "INSERT INTO kr_scores (kr_id, objective_id, as_of, window_start, window_end, \
+            elapsed, kr_type, value, baseline, target, raw, score, grade, expected, expected_score, \
+            status, forecast, forecast_score, stale, data_as_of, reason, scoring_run_id, computed_at) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+            $18, $19, $20, $21, $22, $23) \
+            ON CONFLICT (kr_id, as_of) DO UPDATE SET objective_id = excluded.objective_id, \
+            window_start = excluded.window_start, window_end = excluded.window_end, \
+            elapsed = excluded.elapsed, kr_type = excluded.kr_type, value = excluded.value, \
+            baseline = excluded.baseline, target = excluded.target, raw = excluded.raw, \
+            score = excluded.score, grade = excluded.grade, expected = excluded.expected, \
+            expected_score = excluded.expected_score, status = excluded.status, \
+            forecast = excluded.forecast, forecast_score = excluded.forecast_score, \
+            stale = excluded.stale, data_as_of = excluded.data_as_of, reason = excluded.reason, \
+            scoring_run_id = excluded.scoring_run_id, computed_at = excluded.computed_at";
+        let objective_sql = "INSERT INTO objective_scores (objective_id, as_of, score, grade, \
+            krs_scored, krs_total, scoring_run_id, computed_at) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+            ON CONFLICT (objective_id, as_of) DO UPDATE SET score = excluded.score, \
+            grade = excluded.grade, krs_scored = excluded.krs_scored, \
+            krs_total = excluded.krs_total, scoring_run_id = excluded.scoring_run_id, \
+            computed_at = excluded.computed_at";
+        let finish = "UPDATE scoring_runs SET status = 'succeeded', finished_at = $2, \
+                      rows_written = $3 WHERE id = $1";
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for r in krs {
+                sqlx::query(kr_sql)
+                    .bind(&r.kr_id)
+                    .bind(&r.objective_id)
+                    .bind(r.as_of)
+                    .bind(r.window_start)
+                    .bind(r.window_end)
+                    .bind(r.elapsed)
+                    .bind(&r.kr_type)
+                    .bind(r.value)
+                    .bind(r.baseline)
+                    .bind(r.target)
+                    .bind(r.raw)
+                    .bind(r.score)
+                    .bind(&r.grade)
+                    .bind(r.expected)
+                    .bind(r.expected_score)
+                    .bind(&r.status)
+                    .bind(r.forecast)
+                    .bind(r.forecast_score)
+                    .bind(r.stale)
+                    .bind(r.data_as_of)
+                    .bind(&r.reason)
+                    .bind(run_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for r in objectives {
+                sqlx::query(objective_sql)
+                    .bind(&r.objective_id)
+                    .bind(r.as_of)
+                    .bind(r.score)
+                    .bind(&r.grade)
+                    .bind(r.krs_scored)
+                    .bind(r.krs_total)
+                    .bind(run_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query(finish)
+                .bind(run_id)
+                .bind(now)
+                .bind((krs.len() + objectives.len()) as i64)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
+        })
+    }
+
+    /// Marks a scoring pass failed.
+    pub async fn fail_scoring_run(&self, run_id: i64, error: &str) -> sqlx::Result<()> {
+        let sql = "UPDATE scoring_runs SET status = 'failed', finished_at = $2, error = $3 \
+                   WHERE id = $1";
+        on_pool!(self, pool => {
+            sqlx::query(sql).bind(run_id).bind(Utc::now()).bind(error).execute(pool).await.map(|_| ())
+        })
+    }
+
+    /// KR scores for `as_of`, or the latest per KR when `as_of` is `None`.
+    pub async fn kr_scores(&self, as_of: Option<NaiveDate>) -> sqlx::Result<Vec<KrScoreRow>> {
+        const COLUMNS: &str = "kr_id, objective_id, as_of, window_start, window_end, elapsed, \
+            kr_type, value, baseline, target, raw, score, grade, expected, expected_score, \
+            status, forecast, forecast_score, stale, data_as_of, reason";
+        let _ = COLUMNS;
+        let latest = "SELECT kr_id, objective_id, as_of, window_start, window_end, elapsed, \
+            kr_type, value, baseline, target, raw, score, grade, expected, expected_score, \
+            status, forecast, forecast_score, stale, data_as_of, reason \
+            FROM kr_scores_latest ORDER BY objective_id, kr_id";
+        let on_day = "SELECT kr_id, objective_id, as_of, window_start, window_end, elapsed, \
+            kr_type, value, baseline, target, raw, score, grade, expected, expected_score, \
+            status, forecast, forecast_score, stale, data_as_of, reason \
+            FROM kr_scores WHERE as_of = $1 ORDER BY objective_id, kr_id";
+        on_pool!(self, pool => match as_of {
+            Some(day) => sqlx::query_as(on_day).bind(day).fetch_all(pool).await,
+            None => sqlx::query_as(latest).fetch_all(pool).await,
+        })
+    }
+
+    /// Objective scores for `as_of`, or the latest per objective.
+    pub async fn objective_scores(
+        &self,
+        as_of: Option<NaiveDate>,
+    ) -> sqlx::Result<Vec<ObjectiveScoreRow>> {
+        let latest = "SELECT objective_id, as_of, score, grade, krs_scored, krs_total \
+                      FROM objective_scores_latest ORDER BY objective_id";
+        let on_day = "SELECT objective_id, as_of, score, grade, krs_scored, krs_total \
+                      FROM objective_scores WHERE as_of = $1 ORDER BY objective_id";
+        on_pool!(self, pool => match as_of {
+            Some(day) => sqlx::query_as(on_day).bind(day).fetch_all(pool).await,
+            None => sqlx::query_as(latest).fetch_all(pool).await,
+        })
+    }
+
+    /// The newest run of each connector.
+    pub async fn latest_ingest_runs(&self) -> sqlx::Result<Vec<IngestRunRow>> {
+        let sql = "SELECT id, connector, status, started_at, rows_read, rows_loaded, \
+                   rows_rejected, error FROM ingest_runs r \
+                   WHERE id = (SELECT max(id) FROM ingest_runs t WHERE t.connector = r.connector) \
+                   ORDER BY connector";
+        on_pool!(self, pool => sqlx::query_as(sql).fetch_all(pool).await)
+    }
+}
+
+/// Inserts rejected rows inside a transaction.
+macro_rules! insert_rejected {
+    ($executor:expr, $run_id:expr, $connector:expr, $rejected:expr) => {
+        for row in $rejected {
+            sqlx::query(
+                "INSERT INTO rejected_rows (run_id, connector, location, line, reason, raw) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind($run_id)
+            .bind($connector)
+            .bind(&row.location)
+            .bind(row.line)
+            .bind(&row.reason)
+            .bind(&row.raw)
+            .execute($executor)
+            .await?;
+        }
+    };
+}
+use insert_rejected;
+
+/// Closes an ingest run row inside a transaction.
+macro_rules! finish_run {
+    ($executor:expr, $run_id:expr, $status:expr, $record:expr, $stats:expr, $error:expr) => {
+        sqlx::query(
+            "UPDATE ingest_runs SET status = $2, finished_at = $3, rows_read = $4, \
+             rows_loaded = $5, rows_rejected = $6, points_written = $7, points_deleted = $8, \
+             first_day = $9, last_day = $10, sources = $11, error = $12 WHERE id = $1",
+        )
+        .bind($run_id)
+        .bind($status)
+        .bind(Utc::now())
+        .bind($record.rows_read)
+        .bind($record.rows_loaded)
+        .bind($record.rows_rejected)
+        .bind($stats.written as i64)
+        .bind($stats.deleted as i64)
+        .bind($record.first_day)
+        .bind($record.last_day)
+        .bind(&$record.sources)
+        .bind($error)
+        .execute($executor)
+        .await?;
+    };
+}
+use finish_run;
+
+fn dimensions_json(point: &Point) -> String {
+    serde_json::to_string(&point.dimensions).expect("string map serializes")
+}
+
+async fn sqlite_replace_points(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    run_id: i64,
+    connector: &str,
+    points: &[Point],
+    days: &[NaiveDate],
+) -> sqlx::Result<WriteStats> {
+    sqlx::query(
+        "CREATE TEMP TABLE IF NOT EXISTS staging_points \
+         (metric TEXT, day TEXT, dimensions TEXT, value REAL)",
+    )
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("CREATE TEMP TABLE IF NOT EXISTS staging_days (day TEXT PRIMARY KEY)")
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("DELETE FROM staging_points").execute(&mut **tx).await?;
+    sqlx::query("DELETE FROM staging_days").execute(&mut **tx).await?;
+
+    for chunk in points.chunks(5000) {
+        let mut builder = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO staging_points (metric, day, dimensions, value) ",
+        );
+        builder.push_values(chunk, |mut row, p| {
+            row.push_bind(&p.metric).push_bind(p.day).push_bind(dimensions_json(p)).push_bind(p.value);
+        });
+        builder.build().execute(&mut **tx).await?;
+    }
+    for chunk in days.chunks(10000) {
+        let mut builder = sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO staging_days (day) ");
+        builder.push_values(chunk, |mut row, d| {
+            row.push_bind(*d);
+        });
+        builder.build().execute(&mut **tx).await?;
+    }
+
+    let deleted = sqlx::query(
+        "DELETE FROM metric_points WHERE connector = $1 \
+         AND day IN (SELECT day FROM staging_days) \
+         AND NOT EXISTS (SELECT 1 FROM staging_points s WHERE s.metric = metric_points.metric \
+             AND s.day = metric_points.day AND s.dimensions = metric_points.dimensions)",
+    )
+    .bind(connector)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    let written = sqlx::query(
+        "INSERT INTO metric_points (connector, metric, day, dimensions, value, run_id) \
+         SELECT $1, metric, day, dimensions, value, $2 FROM staging_points WHERE true \
+         ON CONFLICT (connector, metric, day, dimensions) DO UPDATE \
+         SET value = excluded.value, run_id = excluded.run_id \
+         WHERE metric_points.value IS NOT excluded.value",
+    )
+    .bind(connector)
+    .bind(run_id)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(WriteStats { written, deleted })
+}
+
+async fn pg_replace_points(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    run_id: i64,
+    connector: &str,
+    points: &[Point],
+    days: &[NaiveDate],
+) -> sqlx::Result<WriteStats> {
+    sqlx::query(
+        "CREATE TEMP TABLE staging_points \
+         (metric TEXT, day DATE, dimensions JSONB, value DOUBLE PRECISION) ON COMMIT DROP",
+    )
+    .execute(&mut **tx)
+    .await?;
+    for chunk in points.chunks(50_000) {
+        let metrics: Vec<&str> = chunk.iter().map(|p| p.metric.as_str()).collect();
+        let day_list: Vec<NaiveDate> = chunk.iter().map(|p| p.day).collect();
+        let dims: Vec<String> = chunk.iter().map(dimensions_json).collect();
+        let values: Vec<f64> = chunk.iter().map(|p| p.value).collect();
+        sqlx::query(
+            "INSERT INTO staging_points (metric, day, dimensions, value) \
+             SELECT m, d, j::jsonb, v FROM UNNEST($1::text[], $2::date[], $3::text[], \
+             $4::float8[]) AS t (m, d, j, v)",
+        )
+        .bind(&metrics)
+        .bind(&day_list)
+        .bind(&dims)
+        .bind(&values)
+        .execute(&mut **tx)
+        .await?;
+    }
+    let deleted = sqlx::query(
+        "DELETE FROM metric_points p WHERE p.connector = $1 AND p.day = ANY($2::date[]) \
+         AND NOT EXISTS (SELECT 1 FROM staging_points s WHERE s.metric = p.metric \
+             AND s.day = p.day AND s.dimensions = p.dimensions)",
+    )
+    .bind(connector)
+    .bind(days)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    let written = sqlx::query(
+        "INSERT INTO metric_points (connector, metric, day, dimensions, value, run_id) \
+         SELECT $1, metric, day, dimensions, value, $2 FROM staging_points \
+         ON CONFLICT (connector, metric, day, dimensions) DO UPDATE \
+         SET value = excluded.value, run_id = excluded.run_id \
+         WHERE metric_points.value IS DISTINCT FROM excluded.value",
+    )
+    .bind(connector)
+    .bind(run_id)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(WriteStats { written, deleted })
+}
