@@ -142,12 +142,10 @@ fn load_catalogue(root: &Path, problems: &mut Vec<Problem>, hasher: &mut Sha256)
         }
     };
     hasher.update(file.text().as_bytes());
-    let raw: BTreeMap<String, RawMetric> = match file.deserialize() {
-        Ok(raw) => raw,
-        Err(mut found) => {
-            problems.append(&mut found);
-            return Catalogue::default();
-        }
+    let (raw, mut found) = file.deserialize_lenient::<BTreeMap<String, RawMetric>>();
+    problems.append(&mut found);
+    let Some(raw) = raw else {
+        return Catalogue::default();
     };
 
     let mut catalogue = Catalogue::default();
@@ -248,19 +246,20 @@ fn load_connectors(
                 ));
                 continue;
             }
-            Some("csv") => match file.deserialize::<CsvConfig>() {
-                Ok(config) => check_csv(&file, &config, catalogue, problems, warnings, root)
-                    .map(|tz| Connector {
+            Some("csv") => {
+                let (config, mut found) = file.deserialize_lenient::<CsvConfig>();
+                let clean = found.is_empty();
+                problems.append(&mut found);
+                config.and_then(|config| {
+                    let tz = check_csv(&file, &config, catalogue, default_tz, problems, warnings, root)?;
+                    clean.then(|| Connector {
                         name: name.clone(),
                         file: shown.display().to_string(),
                         timezone: tz,
                         kind: ConnectorKind::Csv(config),
-                    }),
-                Err(mut found) => {
-                    problems.append(&mut found);
-                    None
-                }
-            },
+                    })
+                })
+            }
             Some(other) => {
                 problems.push(file.problem(
                     &at_type,
@@ -269,13 +268,7 @@ fn load_connectors(
                 None
             }
         };
-        let _ = default_tz;
-        if let Some(mut connector) = connector {
-            if connector.timezone.name().is_empty() {
-                connector.timezone = default_tz.parse().unwrap_or(chrono_tz::UTC);
-            }
-            connectors.push(connector);
-        }
+        connectors.extend(connector);
     }
     connectors
 }
@@ -285,6 +278,7 @@ fn check_csv(
     file: &TomlFile,
     config: &CsvConfig,
     catalogue: &Catalogue,
+    default_tz: &str,
     problems: &mut Vec<Problem>,
     warnings: &mut Vec<Problem>,
     root: &Path,
@@ -302,7 +296,7 @@ fn check_csv(
                 chrono_tz::UTC
             }
         },
-        None => chrono_tz::UTC,
+        None => default_tz.parse().unwrap_or(chrono_tz::UTC),
     };
     let format = &config.format;
     if let Some(d) = &format.delimiter
@@ -446,13 +440,9 @@ fn load_objectives(
         };
         hasher.update(shown.to_string_lossy().as_bytes());
         hasher.update(file.text().as_bytes());
-        let raw: RawOkrFile = match file.deserialize() {
-            Ok(raw) => raw,
-            Err(mut found) => {
-                problems.append(&mut found);
-                continue;
-            }
-        };
+        let (raw, mut found) = file.deserialize_lenient::<RawOkrFile>();
+        problems.append(&mut found);
+        let Some(raw) = raw else { continue };
         for (oi, o) in raw.objective.iter().enumerate() {
             let at = KeyPath::root().key("objective").index(oi);
             if objectives.iter().any(|other| other.id == o.id) {

@@ -145,28 +145,36 @@ impl TomlFile {
         best
     }
 
+    /// Deserializes the whole file into `T`, failing with every schema problem found.
+    pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, Vec<Problem>> {
+        match self.deserialize_lenient() {
+            (Some(parsed), problems) if problems.is_empty() => Ok(parsed),
+            (_, problems) => Err(problems),
+        }
+    }
+
     /// Deserializes the whole file into `T`, collecting every schema problem.
     ///
-    /// On an unknown or mistyped key the key is recorded, removed and deserialization retried, so
-    /// one run reports all of them. A missing required key ends the attempt.
-    pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, Vec<Problem>> {
+    /// On an unknown or mistyped key the key is recorded, removed and deserialization retried,
+    /// so one run reports all of them, and the rest of the file can still be checked: the value
+    /// comes back when what remains is valid. A missing required key ends the attempt.
+    pub fn deserialize_lenient<T: DeserializeOwned>(&self) -> (Option<T>, Vec<Problem>) {
         let mut value = self.value.clone();
         let mut problems = Vec::new();
         for _ in 0..64 {
             let result: Result<T, _> = serde_path_to_error::deserialize(value.clone());
             let err = match result {
-                Ok(parsed) if problems.is_empty() => return Ok(parsed),
-                Ok(_) => return Err(problems),
+                Ok(parsed) => return (Some(parsed), problems),
                 Err(err) => err,
             };
             let mut path = convert_path(err.path());
             let message = err.inner().to_string();
             let message = message.lines().next().unwrap_or_default().to_string();
-            if let Some(unknown) = unknown_field_name(&message) {
+            if let Some(unknown) = quoted_after(&message, "unknown field `") {
                 if path.0.last() != Some(&Step::Key(unknown.clone())) {
                     path = path.key(&unknown);
                 }
-                let expected = expected_fields(&message);
+                let expected = expected_names(&message);
                 let mut text = format!("unknown key `{unknown}`");
                 if let Some(hint) = closest(&unknown, expected.iter().map(String::as_str)) {
                     text.push_str(&format!(" (did you mean `{hint}`?)"));
@@ -174,17 +182,24 @@ impl TomlFile {
                     text.push_str(&format!("; expected one of: {}", expected.join(", ")));
                 }
                 problems.push(self.problem(&path, text));
+            } else if let Some(variant) = quoted_after(&message, "unknown variant `") {
+                let expected = expected_names(&message);
+                let mut text = format!("`{variant}` is not one of: {}", expected.join(", "));
+                if let Some(hint) = closest(&variant, expected.iter().map(String::as_str)) {
+                    text.push_str(&format!(" (did you mean `{hint}`?)"));
+                }
+                problems.push(self.problem(&path, text));
             } else if message.starts_with("missing field") {
                 problems.push(self.problem(&path, message));
-                return Err(problems);
+                return (None, problems);
             } else {
                 problems.push(self.problem(&path, message));
             }
             if !remove_at(&mut value, &path.0) {
-                return Err(problems);
+                return (None, problems);
             }
         }
-        Err(problems)
+        (None, problems)
     }
 
     /// The raw text, for hashing definitions.
@@ -247,12 +262,12 @@ fn convert_path(path: &serde_path_to_error::Path) -> KeyPath {
     KeyPath(steps)
 }
 
-fn unknown_field_name(message: &str) -> Option<String> {
-    let rest = message.strip_prefix("unknown field `")?;
+fn quoted_after(message: &str, prefix: &str) -> Option<String> {
+    let rest = message.strip_prefix(prefix)?;
     Some(rest.split('`').next()?.to_string())
 }
 
-fn expected_fields(message: &str) -> Vec<String> {
+fn expected_names(message: &str) -> Vec<String> {
     let Some((_, tail)) = message.split_once("expected ") else {
         return Vec::new();
     };
