@@ -20,7 +20,13 @@ use crate::{ingest, scoring, status, telemetry};
 #[command(name = "krscore", version, about)]
 pub struct Cli {
     /// The project directory (with config/, connectors/ and the data).
-    #[arg(short = 'C', long, global = true, env = "KRSCORE_PROJECT_DIR", default_value = ".")]
+    #[arg(
+        short = 'C',
+        long,
+        global = true,
+        env = "KRSCORE_PROJECT_DIR",
+        default_value = "."
+    )]
     pub project_dir: PathBuf,
     /// Log at DEBUG level (RUST_LOG overrides).
     #[arg(short, long, global = true)]
@@ -82,7 +88,10 @@ const BAD_CONFIG: u8 = 2;
 /// Parses the arguments and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
@@ -180,13 +189,23 @@ async fn preview(project: &Project, name: &str, rows: usize) -> ExitCode {
         }
     };
     let mut points = extract.points.clone();
-    points.sort_by(|a, b| (a.day, &a.metric, &a.dimensions).cmp(&(b.day, &b.metric, &b.dimensions)));
+    points
+        .sort_by(|a, b| (a.day, &a.metric, &a.dimensions).cmp(&(b.day, &b.metric, &b.dimensions)));
     let mut table = Table::new();
     table.load_preset(presets::NOTHING);
     table.set_header(["day", "metric", "dimensions", "value"]);
     for p in points.iter().take(rows) {
-        let dims: Vec<String> = p.dimensions.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        table.add_row([p.day.to_string(), p.metric.clone(), dims.join(" "), format!("{}", p.value)]);
+        let dims: Vec<String> = p
+            .dimensions
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        table.add_row([
+            p.day.to_string(),
+            p.metric.clone(),
+            dims.join(" "),
+            format!("{}", p.value),
+        ]);
     }
     println!("{table}");
     if points.len() > rows {
@@ -213,7 +232,10 @@ async fn preview(project: &Project, name: &str, rows: usize) -> ExitCode {
         }
     );
     for (metric, (n, sum)) in totals {
-        println!("  {metric}: {n} point(s), sum {}", status::format_value(sum, None));
+        println!(
+            "  {metric}: {n} point(s), sum {}",
+            status::format_value(sum, None)
+        );
     }
     for warning in &extract.warnings {
         println!("warning: {warning}");
@@ -262,7 +284,11 @@ fn report_runs(outcomes: &[ingest::RunOutcome]) -> ExitCode {
             }
         }
     }
-    if failed { ExitCode::from(FAILED) } else { ExitCode::SUCCESS }
+    if failed {
+        ExitCode::from(FAILED)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 async fn score(

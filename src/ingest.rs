@@ -84,7 +84,13 @@ pub async fn sync_connector(
                 let message = format!("{err:#}");
                 error!(error = %message, "connector run failed");
                 store
-                    .fail_ingest_run(run_id, &connector.name, &[], &RunRecord::default(), &message)
+                    .fail_ingest_run(
+                        run_id,
+                        &connector.name,
+                        &[],
+                        &RunRecord::default(),
+                        &message,
+                    )
                     .await?;
                 outcome.error = Some(message);
                 return Ok(outcome);
@@ -122,7 +128,13 @@ pub async fn sync_connector(
             );
             error!(error = %message, "connector run failed");
             store
-                .fail_ingest_run(run_id, &connector.name, &extract.rejected, &record, &message)
+                .fail_ingest_run(
+                    run_id,
+                    &connector.name,
+                    &extract.rejected,
+                    &record,
+                    &message,
+                )
                 .await?;
             outcome.error = Some(message);
             return Ok(outcome);
@@ -130,7 +142,14 @@ pub async fn sync_connector(
 
         let days: Vec<_> = extract.days.iter().copied().collect();
         let stats = store
-            .commit_ingest_run(run_id, &connector.name, &extract.points, &days, &extract.rejected, &record)
+            .commit_ingest_run(
+                run_id,
+                &connector.name,
+                &extract.points,
+                &days,
+                &extract.rejected,
+                &record,
+            )
             .await?;
         outcome.succeeded = true;
         outcome.points_written = stats.written;

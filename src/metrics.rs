@@ -130,11 +130,18 @@ impl Catalogue {
                 return false;
             };
             stack.push(name.to_string());
-            let found = formula.metric_names().iter().any(|dep| visits(c, dep, stack));
+            let found = formula
+                .metric_names()
+                .iter()
+                .any(|dep| visits(c, dep, stack));
             stack.pop();
             found
         }
-        self.metrics.keys().filter(|name| visits(self, name, &mut Vec::new())).cloned().collect()
+        self.metrics
+            .keys()
+            .filter(|name| visits(self, name, &mut Vec::new()))
+            .cloned()
+            .collect()
     }
 }
 
@@ -279,7 +286,9 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
                 i += 1;
             }
             let literal: String = chars[start..i].iter().collect();
-            let n = literal.parse().map_err(|_| format!("bad number `{literal}`"))?;
+            let n = literal
+                .parse()
+                .map_err(|_| format!("bad number `{literal}`"))?;
             tokens.push(Token::Number(n));
         } else if c.is_alphabetic() || c == '_' {
             let start = i;
@@ -336,7 +345,11 @@ impl Parser {
     }
 
     fn factor(&mut self) -> Result<Formula, String> {
-        let token = self.tokens.get(self.pos).cloned().ok_or("formula ends too early")?;
+        let token = self
+            .tokens
+            .get(self.pos)
+            .cloned()
+            .ok_or("formula ends too early")?;
         self.pos += 1;
         match token {
             Token::Number(n) => Ok(Formula::Number(n)),
@@ -374,7 +387,11 @@ mod tests {
     fn nps_formula_respects_precedence() {
         let v = eval(
             "100 * (promoters - detractors) / responses",
-            &[("promoters", 50.0), ("detractors", 10.0), ("responses", 100.0)],
+            &[
+                ("promoters", 50.0),
+                ("detractors", 10.0),
+                ("responses", 100.0),
+            ],
         );
 
         assert_eq!(v, Ok(40.0));
@@ -382,7 +399,10 @@ mod tests {
 
     #[test]
     fn division_by_zero_has_no_value() {
-        let v = eval("spend / conversions", &[("spend", 10.0), ("conversions", 0.0)]);
+        let v = eval(
+            "spend / conversions",
+            &[("spend", 10.0), ("conversions", 0.0)],
+        );
 
         assert_eq!(v, Err(EvalError::DivisionByZero("conversions".into())));
     }
@@ -393,7 +413,11 @@ mod tests {
         assert!(Formula::parse("(a + b").is_err());
         assert!(Formula::parse("a $ b").is_err());
         assert_eq!(
-            Formula::parse("a - -b").unwrap().metric_names().into_iter().collect::<Vec<_>>(),
+            Formula::parse("a - -b")
+                .unwrap()
+                .metric_names()
+                .into_iter()
+                .collect::<Vec<_>>(),
             vec!["a", "b"]
         );
     }

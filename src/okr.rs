@@ -45,16 +45,22 @@ impl Period {
     /// Parses `2027`, `2027-Q1` (or `2027Q1`) and `2027-03`.
     pub fn parse(text: &str) -> Option<Period> {
         let text = text.trim();
-        if let Some((year, quarter)) =
-            text.split_once("-Q").or_else(|| text.split_once('Q')).or_else(|| text.split_once("-q"))
+        if let Some((year, quarter)) = text
+            .split_once("-Q")
+            .or_else(|| text.split_once('Q'))
+            .or_else(|| text.split_once("-q"))
         {
             let year = year.parse().ok()?;
             let quarter: u32 = quarter.parse().ok()?;
-            return (1..=4).contains(&quarter).then_some(Period::Quarter(year, quarter));
+            return (1..=4)
+                .contains(&quarter)
+                .then_some(Period::Quarter(year, quarter));
         }
         if let Some((year, month)) = text.split_once('-') {
             let month: u32 = month.parse().ok()?;
-            return (1..=12).contains(&month).then_some(Period::Month(year.parse().ok()?, month));
+            return (1..=12)
+                .contains(&month)
+                .then_some(Period::Month(year.parse().ok()?, month));
         }
         if text.len() == 4 {
             return text.parse().ok().map(Period::Year);
@@ -86,7 +92,11 @@ impl Period {
                     _ => 1,
                 };
                 let start = w.start - Months::new(months);
-                Window { start, end: w.start - chrono::Days::new(1) }.with_start(start)
+                Window {
+                    start,
+                    end: w.start - chrono::Days::new(1),
+                }
+                .with_start(start)
             }
         }
     }
@@ -103,7 +113,10 @@ impl Period {
 
 impl Window {
     fn with_start(self, start: NaiveDate) -> Window {
-        Window { start, end: self.end }
+        Window {
+            start,
+            end: self.end,
+        }
     }
 
     /// The same dates one year earlier (29 February becomes 28 February).
@@ -115,13 +128,19 @@ impl Window {
         } else {
             back(self.end)
         };
-        Window { start: back(self.start), end }
+        Window {
+            start: back(self.start),
+            end,
+        }
     }
 }
 
 fn shift_days(w: Window, days: i64) -> Window {
     let d = chrono::TimeDelta::days(days);
-    Window { start: w.start + d, end: w.end + d }
+    Window {
+        start: w.start + d,
+        end: w.end + d,
+    }
 }
 
 /// How a KR's baseline is found.
@@ -360,19 +379,37 @@ mod tests {
     fn quarters_and_their_previous() {
         let q = Period::parse("2018-Q1").unwrap();
 
-        assert_eq!(q.window(), Window { start: d("2018-01-01"), end: d("2018-03-31") });
-        assert_eq!(q.previous(), Window { start: d("2017-10-01"), end: d("2017-12-31") });
+        assert_eq!(
+            q.window(),
+            Window {
+                start: d("2018-01-01"),
+                end: d("2018-03-31")
+            }
+        );
+        assert_eq!(
+            q.previous(),
+            Window {
+                start: d("2017-10-01"),
+                end: d("2017-12-31")
+            }
+        );
     }
 
     #[test]
     fn months_and_years() {
         assert_eq!(
             Period::parse("2024-02").unwrap().window(),
-            Window { start: d("2024-02-01"), end: d("2024-02-29") }
+            Window {
+                start: d("2024-02-01"),
+                end: d("2024-02-29")
+            }
         );
         assert_eq!(
             Period::parse("2024-03").unwrap().previous(),
-            Window { start: d("2024-02-01"), end: d("2024-02-29") }
+            Window {
+                start: d("2024-02-01"),
+                end: d("2024-02-29")
+            }
         );
         assert_eq!(Period::parse("2027").unwrap().window().days(), 365);
         assert_eq!(Period::parse("2027-Q5"), None);
@@ -381,9 +418,18 @@ mod tests {
 
     #[test]
     fn year_before_keeps_month_ends() {
-        let w = Window { start: d("2024-02-01"), end: d("2024-02-29") };
+        let w = Window {
+            start: d("2024-02-01"),
+            end: d("2024-02-29"),
+        };
 
-        assert_eq!(w.year_before(), Window { start: d("2023-02-01"), end: d("2023-02-28") });
+        assert_eq!(
+            w.year_before(),
+            Window {
+                start: d("2023-02-01"),
+                end: d("2023-02-28")
+            }
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::okr::{Baseline, Filter, KeyResult, KrType, Objective, Target, Window}
 use crate::project::Project;
 use crate::settings::ScoringSettings;
 use crate::store::{
-    KeyResultDefinition, KrScoreRow, ObjectiveDefinition, ObjectiveScoreRow, StoredPoint, Store,
+    KeyResultDefinition, KrScoreRow, ObjectiveDefinition, ObjectiveScoreRow, Store, StoredPoint,
 };
 
 /// One metric's daily values under one dimension filter.
@@ -35,17 +35,33 @@ fn filter_key(filter: &Filter) -> String {
 
 impl SeriesSet {
     /// Builds the series from stored points with polars. Blocking.
-    pub fn build(points: Vec<StoredPoint>, wanted: &BTreeSet<(String, Filter)>) -> PolarsResult<SeriesSet> {
-        let dim_names: BTreeSet<String> =
-            points.iter().flat_map(|p| p.dimensions.0.keys().cloned()).collect();
+    pub fn build(
+        points: Vec<StoredPoint>,
+        wanted: &BTreeSet<(String, Filter)>,
+    ) -> PolarsResult<SeriesSet> {
+        let dim_names: BTreeSet<String> = points
+            .iter()
+            .flat_map(|p| p.dimensions.0.keys().cloned())
+            .collect();
         let mut columns = vec![
-            Column::new("metric".into(), points.iter().map(|p| p.metric.as_str()).collect::<Vec<_>>()),
-            Column::new("day".into(), points.iter().map(|p| day_number(p.day)).collect::<Vec<_>>()),
-            Column::new("value".into(), points.iter().map(|p| p.value).collect::<Vec<_>>()),
+            Column::new(
+                "metric".into(),
+                points.iter().map(|p| p.metric.as_str()).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "day".into(),
+                points.iter().map(|p| day_number(p.day)).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "value".into(),
+                points.iter().map(|p| p.value).collect::<Vec<_>>(),
+            ),
         ];
         for name in &dim_names {
-            let values: Vec<Option<&str>> =
-                points.iter().map(|p| p.dimensions.0.get(name).map(String::as_str)).collect();
+            let values: Vec<Option<&str>> = points
+                .iter()
+                .map(|p| p.dimensions.0.get(name).map(String::as_str))
+                .collect();
             columns.push(Column::new(format!("d_{name}").into(), values));
         }
         let frame = DataFrame::new_infer_height(columns)?;
@@ -103,7 +119,10 @@ impl SeriesSet {
         }
         let empty = Series::new();
         let series = self.get(metric, filter).unwrap_or(&empty);
-        let values: Vec<f64> = series.range(window.start..=window.end).map(|(_, v)| *v).collect();
+        let values: Vec<f64> = series
+            .range(window.start..=window.end)
+            .map(|(_, v)| *v)
+            .collect();
         if values.is_empty() {
             return Err(EvalError::NoData(metric.to_string()));
         }
@@ -117,7 +136,12 @@ impl SeriesSet {
     }
 
     /// The newest day on or before `day` with data for any base metric of the KR.
-    fn newest_day(&self, catalogue: &Catalogue, kr: &KeyResult, day: NaiveDate) -> Option<NaiveDate> {
+    fn newest_day(
+        &self,
+        catalogue: &Catalogue,
+        kr: &KeyResult,
+        day: NaiveDate,
+    ) -> Option<NaiveDate> {
         catalogue
             .base_metrics(&kr.metric)
             .iter()
@@ -128,7 +152,12 @@ impl SeriesSet {
 }
 
 /// Scores a value against baseline and target: `(raw, score)`.
-pub fn score_value(kr_type: KrType, value: f64, baseline: Option<f64>, target: f64) -> Option<(f64, f64)> {
+pub fn score_value(
+    kr_type: KrType,
+    value: f64,
+    baseline: Option<f64>,
+    target: f64,
+) -> Option<(f64, f64)> {
     let linear = |b: f64| (target != b).then(|| (value - b) / (target - b));
     let raw = match (kr_type, baseline) {
         (KrType::Increase | KrType::Decrease, Some(b)) => linear(b)?,
@@ -227,7 +256,9 @@ pub fn score_kr(
         None => None,
         Some(Baseline::Value(b)) => Some(*b),
         Some(_) => {
-            let bw = kr.baseline_window().expect("computed baselines have a window");
+            let bw = kr
+                .baseline_window()
+                .expect("computed baselines have a window");
             match series.rollup(catalogue, &kr.metric, &kr.filter, bw) {
                 Ok(b) => Some(b),
                 Err(err) => {
@@ -247,7 +278,10 @@ pub fn score_kr(
     row.kr_type = Some(kr_type.name().to_string());
 
     // value so far
-    let so_far = Window { start: window.start, end: day };
+    let so_far = Window {
+        start: window.start,
+        end: day,
+    };
     let value = match series.rollup(catalogue, &kr.metric, &kr.filter, so_far) {
         Ok(v) => v,
         Err(err) => {
@@ -265,7 +299,10 @@ pub fn score_kr(
     row.grade = Some(grade(settings, score).to_string());
 
     // pace and forecast
-    let is_counter = matches!(catalogue.get(&kr.metric).map(|m| &m.kind), Some(MetricKind::Counter));
+    let is_counter = matches!(
+        catalogue.get(&kr.metric).map(|m| &m.kind),
+        Some(MetricKind::Counter)
+    );
     let (expected, expected_score) = if is_counter {
         let expected = target * f;
         let expected_score = score_value(kr_type, expected, baseline, target).map(|(_, s)| s);
@@ -339,12 +376,22 @@ pub struct ScoringSummary {
 
 /// Today in the scoring time zone.
 pub fn today(project: &Project) -> NaiveDate {
-    let tz: chrono_tz::Tz = project.settings.scoring.timezone.parse().unwrap_or(chrono_tz::UTC);
+    let tz: chrono_tz::Tz = project
+        .settings
+        .scoring
+        .timezone
+        .parse()
+        .unwrap_or(chrono_tz::UTC);
     chrono::Utc::now().with_timezone(&tz).date_naive()
 }
 
 /// Scores every KR for each day of `days` and writes the rows in one transaction.
-pub async fn run(project: &Project, store: &Store, days: &[NaiveDate], trigger: &str) -> anyhow::Result<ScoringSummary> {
+pub async fn run(
+    project: &Project,
+    store: &Store,
+    days: &[NaiveDate],
+    trigger: &str,
+) -> anyhow::Result<ScoringSummary> {
     let (Some(&first), Some(&last)) = (days.iter().min(), days.iter().max()) else {
         return Ok(ScoringSummary::default());
     };
@@ -352,7 +399,10 @@ pub async fn run(project: &Project, store: &Store, days: &[NaiveDate], trigger: 
     let _guard = span.enter();
     let started = std::time::Instant::now();
 
-    store.sync_definitions(&definitions(project)).await.context("cannot sync OKR definitions")?;
+    store
+        .sync_definitions(&definitions(project))
+        .await
+        .context("cannot sync OKR definitions")?;
     let run_id = store
         .start_scoring_run(trigger, first, last, &project.definition_hash)
         .await
@@ -366,7 +416,10 @@ pub async fn run(project: &Project, store: &Store, days: &[NaiveDate], trigger: 
             return Err(err);
         }
     };
-    store.commit_scores(run_id, &kr_rows, &objective_rows).await.context("cannot write scores")?;
+    store
+        .commit_scores(run_id, &kr_rows, &objective_rows)
+        .await
+        .context("cannot write scores")?;
     let unscored = kr_rows.iter().filter(|r| r.score.is_none()).count();
     info!(
         run_id,
@@ -376,7 +429,12 @@ pub async fn run(project: &Project, store: &Store, days: &[NaiveDate], trigger: 
         elapsed_ms = started.elapsed().as_millis() as u64,
         "scored key results"
     );
-    Ok(ScoringSummary { run_id, kr_rows: kr_rows.len(), objective_rows: objective_rows.len(), unscored })
+    Ok(ScoringSummary {
+        run_id,
+        kr_rows: kr_rows.len(),
+        objective_rows: objective_rows.len(),
+        unscored,
+    })
 }
 
 async fn score_days(
@@ -392,14 +450,24 @@ async fn score_days(
         for base in project.catalogue.base_metrics(&kr.metric) {
             wanted.insert((base, kr.filter.clone()));
         }
-        let start = kr.baseline_window().map_or(kr.window.start, |b| b.start.min(kr.window.start));
+        let start = kr
+            .baseline_window()
+            .map_or(kr.window.start, |b| b.start.min(kr.window.start));
         from = Some(from.map_or(start, |f| f.min(start)));
     }
     let Some(from) = from else {
         return Ok((Vec::new(), Vec::new()));
     };
-    let metrics: Vec<String> = wanted.iter().map(|(m, _)| m.clone()).collect::<BTreeSet<_>>().into_iter().collect();
-    let points = store.load_points(&metrics, from, last).await.context("cannot read points")?;
+    let metrics: Vec<String> = wanted
+        .iter()
+        .map(|(m, _)| m.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let points = store
+        .load_points(&metrics, from, last)
+        .await
+        .context("cannot read points")?;
 
     let span = tracing::Span::current();
     let series = tokio::task::spawn_blocking(move || {
@@ -426,7 +494,10 @@ async fn score_days(
             }
         }
     }
-    Ok((kr_rows.into_values().collect(), objective_rows.into_values().collect()))
+    Ok((
+        kr_rows.into_values().collect(),
+        objective_rows.into_values().collect(),
+    ))
 }
 
 /// The objectives and KRs as stored for BI tools.
@@ -477,7 +548,10 @@ mod tests {
 
     #[test]
     fn increase_and_decrease_share_one_formula() {
-        assert_eq!(score_value(KrType::Increase, 1043.0, Some(306.0), 428.4).map(|r| r.1), Some(1.0));
+        assert_eq!(
+            score_value(KrType::Increase, 1043.0, Some(306.0), 428.4).map(|r| r.1),
+            Some(1.0)
+        );
         let (raw, _) = score_value(KrType::Increase, 1043.0, Some(306.0), 428.4).unwrap();
         assert!((raw - 6.0212).abs() < 1e-3, "{raw}");
         let (raw, score) = score_value(KrType::Decrease, 950.0, Some(1000.0), 850.0).unwrap();
@@ -495,11 +569,26 @@ mod tests {
 
     #[test]
     fn thresholds_without_baseline() {
-        assert_eq!(score_value(KrType::AtLeast, 1379.0, None, 2000.0).map(|r| r.1), Some(0.6895));
-        assert_eq!(score_value(KrType::AtLeast, 45.0, None, 40.0).map(|r| r.1), Some(1.0));
-        assert_eq!(score_value(KrType::AtMost, 450.0, None, 500.0).map(|r| r.1), Some(1.0));
-        assert_eq!(score_value(KrType::AtMost, 600.0, None, 500.0).map(|r| r.1), Some(0.8));
-        assert_eq!(score_value(KrType::AtMost, 1200.0, None, 500.0).map(|r| r.1), Some(0.0));
+        assert_eq!(
+            score_value(KrType::AtLeast, 1379.0, None, 2000.0).map(|r| r.1),
+            Some(0.6895)
+        );
+        assert_eq!(
+            score_value(KrType::AtLeast, 45.0, None, 40.0).map(|r| r.1),
+            Some(1.0)
+        );
+        assert_eq!(
+            score_value(KrType::AtMost, 450.0, None, 500.0).map(|r| r.1),
+            Some(1.0)
+        );
+        assert_eq!(
+            score_value(KrType::AtMost, 600.0, None, 500.0).map(|r| r.1),
+            Some(0.8)
+        );
+        assert_eq!(
+            score_value(KrType::AtMost, 1200.0, None, 500.0).map(|r| r.1),
+            Some(0.0)
+        );
     }
 
     #[test]

@@ -131,7 +131,10 @@ fn default_log_level() -> String {
 
 impl Default for DatabaseSettings {
     fn default() -> Self {
-        DatabaseSettings { url: default_database_url(), max_connections: default_max_connections() }
+        DatabaseSettings {
+            url: default_database_url(),
+            max_connections: default_max_connections(),
+        }
     }
 }
 
@@ -150,13 +153,18 @@ impl Default for ScoringSettings {
 
 impl Default for IngestSettings {
     fn default() -> Self {
-        IngestSettings { max_reject_share: default_max_reject_share() }
+        IngestSettings {
+            max_reject_share: default_max_reject_share(),
+        }
     }
 }
 
 impl Default for LogSettings {
     fn default() -> Self {
-        LogSettings { format: LogFormat::default(), level: default_log_level() }
+        LogSettings {
+            format: LogFormat::default(),
+            level: default_log_level(),
+        }
     }
 }
 
@@ -168,7 +176,10 @@ pub fn settings_files(project_dir: &Path) -> Vec<PathBuf> {
     {
         files.push(PathBuf::from(format!("config/{env}.toml")));
     }
-    files.into_iter().filter(|f| project_dir.join(f).exists()).collect()
+    files
+        .into_iter()
+        .filter(|f| project_dir.join(f).exists())
+        .collect()
 }
 
 /// Loads and checks the layered settings, reporting every problem at once.
@@ -198,7 +209,9 @@ pub fn load(project_dir: &Path) -> Result<Settings, Vec<Problem>> {
         );
     }
     builder = builder.add_source(
-        config::Environment::with_prefix("KRSCORE").separator("__").try_parsing(true),
+        config::Environment::with_prefix("KRSCORE")
+            .separator("__")
+            .try_parsing(true),
     );
     let environment_problem = |message: String| Problem {
         file: PathBuf::from("(environment)"),
@@ -216,35 +229,58 @@ pub fn load(project_dir: &Path) -> Result<Settings, Vec<Problem>> {
 
 fn validate(settings: &Settings, files: &[PathBuf]) -> Result<(), Vec<Problem>> {
     let mut problems = Vec::new();
-    let file = files.last().cloned().unwrap_or_else(|| PathBuf::from("config/default.toml"));
+    let file = files
+        .last()
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from("config/default.toml"));
     let mut problem = |field: &str, message: String| {
-        problems.push(Problem { file: file.clone(), line: None, field: field.into(), message })
+        problems.push(Problem {
+            file: file.clone(),
+            line: None,
+            field: field.into(),
+            message,
+        })
     };
     if settings.scoring.timezone.parse::<chrono_tz::Tz>().is_err() {
         problem(
             "scoring.timezone",
-            format!("unknown time zone `{}` (use an IANA name)", settings.scoring.timezone),
+            format!(
+                "unknown time zone `{}` (use an IANA name)",
+                settings.scoring.timezone
+            ),
         );
     }
     let s = &settings.scoring;
     if !(0.0 <= s.red_below && s.red_below <= s.green_from && s.green_from <= 1.0) {
-        problem("scoring", "grade bands need 0 <= red_below <= green_from <= 1".into());
+        problem(
+            "scoring",
+            "grade bands need 0 <= red_below <= green_from <= 1".into(),
+        );
     }
     if !(0.0 <= s.at_risk_from && s.at_risk_from <= s.on_track_from) {
-        problem("scoring", "pace thresholds need 0 <= at_risk_from <= on_track_from".into());
+        problem(
+            "scoring",
+            "pace thresholds need 0 <= at_risk_from <= on_track_from".into(),
+        );
     }
     if !(0.0..=1.0).contains(&settings.ingest.max_reject_share) {
         problem("ingest.max_reject_share", "must be between 0 and 1".into());
     }
     let url = &settings.database.url;
-    if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
+    if !(url.starts_with("sqlite:")
+        || url.starts_with("postgres://")
+        || url.starts_with("postgresql://"))
     {
         problem(
             "database.url",
             format!("`{}` is neither sqlite:// nor postgres://", redact_url(url)),
         );
     }
-    if problems.is_empty() { Ok(()) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
 }
 
 /// The URL with any password replaced, for logs and messages.
@@ -267,7 +303,10 @@ mod tests {
 
     #[test]
     fn passwords_never_shown() {
-        assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
         assert_eq!(redact_url("sqlite://krscore.db"), "sqlite://krscore.db");
     }
 }

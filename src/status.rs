@@ -30,7 +30,9 @@ pub fn format_value(value: f64, metric: Option<&Metric>) -> String {
 
 fn group_thousands(text: &str) -> String {
     let (sign, rest) = text.strip_prefix('-').map_or(("", text), |r| ("-", r));
-    let (int, frac) = rest.split_once('.').map_or((rest, None), |(i, f)| (i, Some(f)));
+    let (int, frac) = rest
+        .split_once('.')
+        .map_or((rest, None), |(i, f)| (i, Some(f)));
     let mut grouped = String::new();
     for (i, c) in int.chars().enumerate() {
         if i > 0 && (int.len() - i) % 3 == 0 {
@@ -64,24 +66,36 @@ pub fn render(
             objective.title,
             objective.id,
             objective.period.label(),
-            objective.owner.as_ref().map(|o| format!("  owner: {o}")).unwrap_or_default()
+            objective
+                .owner
+                .as_ref()
+                .map(|o| format!("  owner: {o}"))
+                .unwrap_or_default()
         );
         let _ = writeln!(
             out,
             "  objective score {}  {}{}",
             score.map_or("  -  ".to_string(), |s| format!("{s:.2}")),
             score.map_or(String::new(), |s| bar(s, 20)),
-            row.and_then(|r| r.grade.clone()).map(|g| format!("  {g}")).unwrap_or_default()
+            row.and_then(|r| r.grade.clone())
+                .map(|g| format!("  {g}"))
+                .unwrap_or_default()
         );
 
         let mut table = Table::new();
-        table.load_preset(presets::NOTHING).set_content_arrangement(ContentArrangement::Disabled);
-        table.set_header(["  KR", "value", "target", "progress", "score", "grade", "status", "as of"]);
+        table
+            .load_preset(presets::NOTHING)
+            .set_content_arrangement(ContentArrangement::Disabled);
+        table.set_header([
+            "  KR", "value", "target", "progress", "score", "grade", "status", "as of",
+        ]);
         for kr in &objective.key_results {
             let metric = project.catalogue.get(&kr.metric);
             let s = krs.iter().find(|r| r.kr_id == kr.id);
             let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format_value(v, metric));
-            let mut status = s.and_then(|r| r.status.clone()).unwrap_or_else(|| "-".into());
+            let mut status = s
+                .and_then(|r| r.status.clone())
+                .unwrap_or_else(|| "-".into());
             if s.is_some_and(|r| r.stale) {
                 status.push_str(" (stale)");
             }
@@ -94,16 +108,29 @@ pub fn render(
                 Cell::new(format!("  {title}")),
                 Cell::new(fmt(s.and_then(|r| r.value))),
                 Cell::new(fmt(s.and_then(|r| r.target))),
-                Cell::new(s.and_then(|r| r.score).map_or(String::new(), |v| bar(v, 10))),
-                Cell::new(s.and_then(|r| r.score).map_or("-".into(), |v| format!("{v:.2}"))),
-                Cell::new(s.and_then(|r| r.grade.clone()).unwrap_or_else(|| "-".into())),
+                Cell::new(
+                    s.and_then(|r| r.score)
+                        .map_or(String::new(), |v| bar(v, 10)),
+                ),
+                Cell::new(
+                    s.and_then(|r| r.score)
+                        .map_or("-".into(), |v| format!("{v:.2}")),
+                ),
+                Cell::new(
+                    s.and_then(|r| r.grade.clone())
+                        .unwrap_or_else(|| "-".into()),
+                ),
                 Cell::new(status),
                 Cell::new(s.map_or("-".into(), |r| r.as_of.to_string())),
             ]);
         }
         let _ = writeln!(out, "{table}");
         for kr in &objective.key_results {
-            if let Some(reason) = krs.iter().find(|r| r.kr_id == kr.id).and_then(|r| r.reason.clone()) {
+            if let Some(reason) = krs
+                .iter()
+                .find(|r| r.kr_id == kr.id)
+                .and_then(|r| r.reason.clone())
+            {
                 let _ = writeln!(out, "    {}: {reason}", kr.id);
             }
         }
@@ -120,7 +147,10 @@ pub fn render(
                 run.rows_read,
                 run.rows_loaded,
                 run.rows_rejected,
-                run.error.as_ref().map(|e| format!("\n      error: {e}")).unwrap_or_default()
+                run.error
+                    .as_ref()
+                    .map(|e| format!("\n      error: {e}"))
+                    .unwrap_or_default()
             );
         }
     }

@@ -9,7 +9,11 @@ use crate::settings::{LogFormat, LogSettings};
 
 /// Installs the global subscriber; later calls do nothing.
 pub fn init(settings: &LogSettings, verbose: bool) {
-    let default_level = if verbose { "debug" } else { settings.level.as_str() };
+    let default_level = if verbose {
+        "debug"
+    } else {
+        settings.level.as_str()
+    };
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(default_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
@@ -18,7 +22,11 @@ pub fn init(settings: &LogSettings, verbose: bool) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
     let _ = match settings.format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
         LogFormat::Text => builder.with_target(false).compact().try_init(),
     };
 }

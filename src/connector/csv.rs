@@ -17,7 +17,9 @@ use super::{ConnectorError, Extract, Point, RejectedRow, Source};
 use crate::okr::OneOrMany;
 
 /// Cells that mean "no value" in exports.
-pub const PLACEHOLDERS: &[&str] = &["--", "-", "—", "–", "N/A", "n/a", "NA", "#N/A", "#DIV/0!", "null"];
+pub const PLACEHOLDERS: &[&str] = &[
+    "--", "-", "—", "–", "N/A", "n/a", "NA", "#N/A", "#DIV/0!", "null",
+];
 
 /// A `type = "csv"` connector file.
 #[derive(Debug, Clone, Deserialize)]
@@ -131,7 +133,9 @@ impl DateFormat {
         let has_date = has(&["%Y", "%y", "%C"]) && has(&["%m", "%b", "%B", "%h", "%j"])
             || has(&["%F", "%D", "%x", "%s"]);
         if !has_date {
-            return Err(format!("`{format}` does not give a full date (year, month and day)"));
+            return Err(format!(
+                "`{format}` does not give a full date (year, month and day)"
+            ));
         }
         Ok(DateFormat {
             format: format.to_string(),
@@ -147,7 +151,9 @@ impl DateFormat {
             let at = DateTime::parse_from_str(text, &self.format).ok()?;
             Some(at.with_timezone(&tz).date_naive())
         } else if self.has_time {
-            NaiveDateTime::parse_from_str(text, &self.format).ok().map(|t| t.date())
+            NaiveDateTime::parse_from_str(text, &self.format)
+                .ok()
+                .map(|t| t.date())
         } else {
             NaiveDate::parse_from_str(text, &self.format).ok()
         }
@@ -167,7 +173,10 @@ impl CsvConfig {
         let pattern = project_dir.join(&self.path);
         let pattern = pattern.to_string_lossy();
         let paths = glob::glob(&pattern).map_err(|err| format!("bad path pattern: {err}"))?;
-        let mut files: Vec<PathBuf> = paths.filter_map(Result::ok).filter(|p| p.is_file()).collect();
+        let mut files: Vec<PathBuf> = paths
+            .filter_map(Result::ok)
+            .filter(|p| p.is_file())
+            .collect();
         files.sort();
         Ok(files)
     }
@@ -194,16 +203,24 @@ impl Source for CsvConfig {
     ) -> Result<Extract, ConnectorError> {
         let files = self.files(project_dir).map_err(ConnectorError::Source)?;
         if files.is_empty() {
-            return Err(ConnectorError::Source(format!("no file matches `{}`", self.path)));
+            return Err(ConnectorError::Source(format!(
+                "no file matches `{}`",
+                self.path
+            )));
         }
 
         let mut extract = Extract::default();
         for file in &files {
-            let shown = file.strip_prefix(project_dir).unwrap_or(file).display().to_string();
+            let shown = file
+                .strip_prefix(project_dir)
+                .unwrap_or(file)
+                .display()
+                .to_string();
             let one = read_file(self, file, &shown, timezone)?;
 
             // a later file restates the days it covers
-            let overlap: BTreeSet<NaiveDate> = one.days.intersection(&extract.days).copied().collect();
+            let overlap: BTreeSet<NaiveDate> =
+                one.days.intersection(&extract.days).copied().collect();
             if !overlap.is_empty() {
                 extract.points.retain(|p| !overlap.contains(&p.day));
                 extract.warnings.push(format!(
@@ -231,7 +248,10 @@ pub fn decode(bytes: &[u8], encoding: Option<&str>, shown: &str) -> Result<Strin
     if let Some((encoding, bom_len)) = encoding_rs::Encoding::for_bom(bytes) {
         let (text, had_errors) = encoding.decode_without_bom_handling(&bytes[bom_len..]);
         if had_errors {
-            return Err(format!("{shown}: bytes that are not valid {}", encoding.name()));
+            return Err(format!(
+                "{shown}: bytes that are not valid {}",
+                encoding.name()
+            ));
         }
         return Ok(text.into_owned());
     }
@@ -249,7 +269,10 @@ pub fn decode(bytes: &[u8], encoding: Option<&str>, shown: &str) -> Result<Strin
         .ok_or_else(|| format!("unknown encoding `{label}`"))?;
     let (text, had_errors) = encoding.decode_without_bom_handling(bytes);
     if had_errors {
-        return Err(format!("{shown}: bytes that are not valid {}", encoding.name()));
+        return Err(format!(
+            "{shown}: bytes that are not valid {}",
+            encoding.name()
+        ));
     }
     Ok(text.into_owned())
 }
@@ -275,7 +298,10 @@ pub fn sniff(text: &str, delimiter: Option<u8>, skip_lines: Option<usize>) -> Di
     }
     let body: Vec<&str> = lines.iter().skip(skip).take(50).copied().collect();
     let delimiter = delimiter.unwrap_or_else(|| detect_delimiter(&body));
-    Dialect { delimiter, skip_lines: skip }
+    Dialect {
+        delimiter,
+        skip_lines: skip,
+    }
 }
 
 fn is_preamble(line: &str) -> bool {
@@ -285,11 +311,17 @@ fn is_preamble(line: &str) -> bool {
 
 fn detect_delimiter(lines: &[&str]) -> u8 {
     let candidates = [b',', b';', b'\t', b'|'];
-    let lines: Vec<&str> = lines.iter().filter(|l| !l.trim().is_empty()).copied().collect();
+    let lines: Vec<&str> = lines
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .copied()
+        .collect();
     let mut best = (b',', 0usize, 0usize);
     for &c in &candidates {
         let counts: Vec<usize> = lines.iter().map(|l| count_outside_quotes(l, c)).collect();
-        let Some(&header) = counts.first() else { continue };
+        let Some(&header) = counts.first() else {
+            continue;
+        };
         if header == 0 {
             continue;
         }
@@ -383,14 +415,18 @@ fn read_file(
 ) -> Result<FileRead, ConnectorError> {
     let bytes = std::fs::read(path)
         .map_err(|err| ConnectorError::Source(format!("cannot read {shown}: {err}")))?;
-    let text = decode(&bytes, config.format.encoding.as_deref(), shown)
-        .map_err(ConnectorError::Source)?;
+    let text =
+        decode(&bytes, config.format.encoding.as_deref(), shown).map_err(ConnectorError::Source)?;
     let dialect = sniff(&text, config.delimiter(), config.format.skip_lines);
     let raw = read_text_frame(&text, &dialect, shown)?;
     let header_line = dialect.skip_lines + 1;
 
     // every configured column must exist
-    let found: Vec<String> = raw.get_column_names().iter().map(|s| s.to_string()).collect();
+    let found: Vec<String> = raw
+        .get_column_names()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let mut wanted: Vec<&str> = vec![config.date.column.as_str()];
     wanted.extend(config.dimensions.values().map(String::as_str));
     for metric in &config.metrics {
@@ -417,7 +453,9 @@ fn read_file(
     }
 
     // dates: parse each distinct cell once
-    let date_col = raw.column(&config.date.column).and_then(|c| c.str().cloned());
+    let date_col = raw
+        .column(&config.date.column)
+        .and_then(|c| c.str().cloned());
     let date_col = date_col.map_err(frame_err(format!("{shown}: date column")))?;
     let format = match &config.date.format {
         Some(f) => DateFormat::new(f).map_err(ConnectorError::Source)?,
@@ -473,7 +511,9 @@ fn read_file(
                 let (value, bad) = number_expr(column, &locale);
                 let value = value * lit(metric.scale.unwrap_or(1.0));
                 let value = match &condition {
-                    Some(c) => when(c.clone()).then(value).otherwise(lit(NULL).cast(DataType::Float64)),
+                    Some(c) => when(c.clone())
+                        .then(value)
+                        .otherwise(lit(NULL).cast(DataType::Float64)),
                     None => value,
                 };
                 value_exprs.push(value.alias(&name));
@@ -497,14 +537,24 @@ fn read_file(
             reason = when(bad.clone()).then(lit(i as i32 + 1)).otherwise(reason);
         }
     }
-    reason = when(col("__day").is_null()).then(lit(0i32)).otherwise(reason);
+    reason = when(col("__day").is_null())
+        .then(lit(0i32))
+        .otherwise(reason);
 
-    let dims: Vec<(String, String)> =
-        config.dimensions.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let dims: Vec<(String, String)> = config
+        .dimensions
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let mut columns = value_exprs;
     columns.push(reason.alias("__reason"));
     for (i, (_, column)) in dims.iter().enumerate() {
-        columns.push(col(column.as_str()).str().strip_chars(lit(NULL)).alias(format!("__d{i}")));
+        columns.push(
+            col(column.as_str())
+                .str()
+                .strip_chars(lit(NULL))
+                .alias(format!("__d{i}")),
+        );
     }
     let frame = frame
         .lazy()
@@ -537,11 +587,19 @@ fn read_file(
                 )
             }
         } else {
-            let column = config.metrics[code as usize - 1].column.clone().unwrap_or_default();
+            let column = config.metrics[code as usize - 1]
+                .column
+                .clone()
+                .unwrap_or_default();
             format!("column `{column}`: `{}` is not a number", cell(&column))
         };
         let raw_text = raw_row(&raw, row, dialect.delimiter);
-        rejected.push(RejectedRow { location: format!("{shown}:{line}"), line: Some(line), reason, raw: raw_text });
+        rejected.push(RejectedRow {
+            location: format!("{shown}:{line}"),
+            line: Some(line),
+            reason,
+            raw: raw_text,
+        });
     }
 
     // sum the good rows by day and dimensions
@@ -550,7 +608,12 @@ fn read_file(
     let mut aggs = Vec::new();
     for i in 0..config.metrics.len() {
         aggs.push(col(format!("__m{i}")).sum().alias(format!("__m{i}")));
-        aggs.push(col(format!("__m{i}")).count().cast(DataType::UInt64).alias(format!("__n{i}")));
+        aggs.push(
+            col(format!("__m{i}"))
+                .count()
+                .cast(DataType::UInt64)
+                .alias(format!("__n{i}")),
+        );
     }
     let grouped = frame
         .lazy()
@@ -563,20 +626,34 @@ fn read_file(
     let mut points = Vec::new();
     let mut covered = BTreeSet::new();
     let get_err = |what: &str| frame_err(format!("{shown}: reading {what}"));
-    let day_col = grouped.column("__day").and_then(|c| c.i32().cloned()).map_err(get_err("days"))?;
+    let day_col = grouped
+        .column("__day")
+        .and_then(|c| c.i32().cloned())
+        .map_err(get_err("days"))?;
     let mut dim_cols = Vec::new();
     for i in 0..dims.len() {
-        let c = grouped.column(&format!("__d{i}")).and_then(|c| c.str().cloned());
+        let c = grouped
+            .column(&format!("__d{i}"))
+            .and_then(|c| c.str().cloned());
         dim_cols.push(c.map_err(get_err("dimensions"))?);
     }
     let mut metric_cols = Vec::new();
     for i in 0..config.metrics.len() {
-        let sums = grouped.column(&format!("__m{i}")).and_then(|c| c.f64().cloned());
-        let counts = grouped.column(&format!("__n{i}")).and_then(|c| c.u64().cloned());
-        metric_cols.push((sums.map_err(get_err("sums"))?, counts.map_err(get_err("counts"))?));
+        let sums = grouped
+            .column(&format!("__m{i}"))
+            .and_then(|c| c.f64().cloned());
+        let counts = grouped
+            .column(&format!("__n{i}"))
+            .and_then(|c| c.u64().cloned());
+        metric_cols.push((
+            sums.map_err(get_err("sums"))?,
+            counts.map_err(get_err("counts"))?,
+        ));
     }
     for row in 0..grouped.height() {
-        let Some(day) = day_col.get(row).map(day_from_number) else { continue };
+        let Some(day) = day_col.get(row).map(day_from_number) else {
+            continue;
+        };
         covered.insert(day);
         let mut dimensions = BTreeMap::new();
         for ((name, _), values) in dims.iter().zip(&dim_cols) {
@@ -612,8 +689,15 @@ fn read_file(
     })
 }
 
-fn read_text_frame(text: &str, dialect: &Dialect, shown: &str) -> Result<DataFrame, ConnectorError> {
-    let body: String = text.split_inclusive('\n').skip(dialect.skip_lines).collect();
+fn read_text_frame(
+    text: &str,
+    dialect: &Dialect,
+    shown: &str,
+) -> Result<DataFrame, ConnectorError> {
+    let body: String = text
+        .split_inclusive('\n')
+        .skip(dialect.skip_lines)
+        .collect();
     let cursor = std::io::Cursor::new(body.into_bytes());
     CsvReadOptions::default()
         .with_has_header(true)
@@ -635,7 +719,13 @@ fn raw_row(frame: &DataFrame, row: usize, delimiter: u8) -> String {
     frame
         .columns()
         .iter()
-        .map(|c| c.str().ok().and_then(|s| s.get(row)).unwrap_or("").to_string())
+        .map(|c| {
+            c.str()
+                .ok()
+                .and_then(|s| s.get(row))
+                .unwrap_or("")
+                .to_string()
+        })
         .collect::<Vec<_>>()
         .join(&delimiter)
 }
@@ -685,7 +775,11 @@ fn number_expr(column: &str, locale: &NumberLocale) -> (Expr, Expr) {
         .str()
         .replace_all(lit(r"^(?:[A-Z]{2,3}\s?)?\p{Sc}?\s*"), lit(""), false)
         .str()
-        .replace_all(lit(r"[\s%]*(?:\p{Sc}|[A-Z]{3}|руб\.?|р\.)?[\s%]*$"), lit(""), false);
+        .replace_all(
+            lit(r"[\s%]*(?:\p{Sc}|[A-Z]{3}|руб\.?|р\.)?[\s%]*$"),
+            lit(""),
+            false,
+        );
     for t in &locale.thousands {
         body = body.str().replace_all(lit(t.to_string()), lit(""), true);
     }
@@ -710,9 +804,17 @@ fn detect_date_format<'a>(
     if sample.is_empty() {
         return None;
     }
-    DATE_FORMATS.iter().filter_map(|f| DateFormat::new(f).ok()).find(|format| {
-        sample.iter().filter(|s| format.day(s, tz).is_some()).count() * 10 >= sample.len() * 9
-    })
+    DATE_FORMATS
+        .iter()
+        .filter_map(|f| DateFormat::new(f).ok())
+        .find(|format| {
+            sample
+                .iter()
+                .filter(|s| format.day(s, tz).is_some())
+                .count()
+                * 10
+                >= sample.len() * 9
+        })
 }
 
 const EPOCH: NaiveDate = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap();
@@ -736,12 +838,24 @@ mod tests {
 
         let dialect = sniff(text, None, None);
 
-        assert_eq!(dialect, Dialect { delimiter: b';', skip_lines: 3 });
+        assert_eq!(
+            dialect,
+            Dialect {
+                delimiter: b';',
+                skip_lines: 3
+            }
+        );
     }
 
     #[test]
     fn excel_sep_line_sets_the_delimiter() {
-        assert_eq!(sniff("sep=|\na|b\n1|2\n", None, None), Dialect { delimiter: b'|', skip_lines: 1 });
+        assert_eq!(
+            sniff("sep=|\na|b\n1|2\n", None, None),
+            Dialect {
+                delimiter: b'|',
+                skip_lines: 1
+            }
+        );
     }
 
     #[test]

@@ -65,8 +65,11 @@ pub enum ConnectorError {
 /// What every connector kind provides.
 pub trait Source {
     /// Reads the source and returns its points. Blocking: call it off the async runtime.
-    fn extract(&self, project_dir: &Path, timezone: chrono_tz::Tz)
-    -> Result<Extract, ConnectorError>;
+    fn extract(
+        &self,
+        project_dir: &Path,
+        timezone: chrono_tz::Tz,
+    ) -> Result<Extract, ConnectorError>;
 }
 
 /// The connector kinds krscore knows, by their `type` name.
@@ -106,9 +109,12 @@ impl Connector {
     /// Dimension names its points carry.
     pub fn dimension_names(&self) -> BTreeSet<String> {
         match &self.kind {
-            ConnectorKind::Csv(config) => {
-                config.dimensions.keys().chain(config.constants.keys()).cloned().collect()
-            }
+            ConnectorKind::Csv(config) => config
+                .dimensions
+                .keys()
+                .chain(config.constants.keys())
+                .cloned()
+                .collect(),
         }
     }
 

@@ -59,7 +59,8 @@ impl Project {
         let mut hasher = Sha256::new();
 
         let catalogue = load_catalogue(root, &mut problems, &mut hasher);
-        let connectors = load_connectors(root, &catalogue, &default_tz, &mut problems, &mut warnings);
+        let connectors =
+            load_connectors(root, &catalogue, &default_tz, &mut problems, &mut warnings);
         let objectives = load_objectives(
             root,
             &catalogue,
@@ -90,13 +91,18 @@ impl Project {
     }
 
     pub fn key_results(&self) -> impl Iterator<Item = (&Objective, &KeyResult)> {
-        self.objectives.iter().flat_map(|o| o.key_results.iter().map(move |k| (o, k)))
+        self.objectives
+            .iter()
+            .flat_map(|o| o.key_results.iter().map(move |k| (o, k)))
     }
 
     /// The database URL with a relative SQLite path resolved against the project directory.
     pub fn database_url(&self) -> String {
         let url = &self.settings.database.url;
-        let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) else {
+        let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        else {
             return url.clone();
         };
         if path.starts_with(':') || Path::new(path).is_absolute() {
@@ -128,7 +134,9 @@ fn relative(root: &Path, path: &Path) -> PathBuf {
 
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         && name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
 }
 
@@ -193,7 +201,8 @@ fn load_catalogue(root: &Path, problems: &mut Vec<Problem>, hasher: &mut Sha256)
                         MetricKind::Derived(formula)
                     }
                     Err(err) => {
-                        problems.push(file.problem(&at.key("formula"), format!("bad formula: {err}")));
+                        problems
+                            .push(file.problem(&at.key("formula"), format!("bad formula: {err}")));
                         continue;
                     }
                 }
@@ -235,8 +244,16 @@ fn load_connectors(
                 continue;
             }
         };
-        let name = path.file_stem().unwrap_or_default().to_string_lossy().to_string();
-        let kind = file.value().get("type").and_then(|v| v.as_str()).map(str::to_string);
+        let name = path
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        let kind = file
+            .value()
+            .get("type")
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
         let at_type = KeyPath::root().key("type");
         let connector = match kind.as_deref() {
             None => {
@@ -251,7 +268,9 @@ fn load_connectors(
                 let clean = found.is_empty();
                 problems.append(&mut found);
                 config.and_then(|config| {
-                    let tz = check_csv(&file, &config, catalogue, default_tz, problems, warnings, root)?;
+                    let tz = check_csv(
+                        &file, &config, catalogue, default_tz, problems, warnings, root,
+                    )?;
                     clean.then(|| Connector {
                         name: name.clone(),
                         file: shown.display().to_string(),
@@ -263,7 +282,11 @@ fn load_connectors(
             Some(other) => {
                 problems.push(file.problem(
                     &at_type,
-                    with_hint(format!("unknown connector type `{other}`"), other, KINDS.iter().copied()),
+                    with_hint(
+                        format!("unknown connector type `{other}`"),
+                        other,
+                        KINDS.iter().copied(),
+                    ),
                 ));
                 None
             }
@@ -320,7 +343,10 @@ fn check_csv(
         && dec != "."
         && dec != ","
     {
-        problems.push(file.problem(&at.key("format").key("decimal"), "decimal must be \".\" or \",\""));
+        problems.push(file.problem(
+            &at.key("format").key("decimal"),
+            "decimal must be \".\" or \",\"",
+        ));
     }
     if let Some(f) = &config.date.format
         && let Err(err) = DateFormat::new(f)
@@ -330,7 +356,10 @@ fn check_csv(
     if let Err(err) = glob::Pattern::new(&config.path) {
         problems.push(file.problem(&at.key("path"), format!("bad path pattern: {err}")));
     } else if config.files(root).map(|f| f.is_empty()).unwrap_or(false) {
-        warnings.push(file.problem(&at.key("path"), format!("no file matches `{}` yet", config.path)));
+        warnings.push(file.problem(
+            &at.key("path"),
+            format!("no file matches `{}` yet", config.path),
+        ));
     }
     for name in config.dimensions.keys().chain(config.constants.keys()) {
         if !valid_name(name) {
@@ -365,7 +394,10 @@ fn check_csv(
             )),
             Some(m) if matches!(m.kind, MetricKind::Derived(_)) => problems.push(file.problem(
                 &at_metric.key("name"),
-                format!("`{}` is derived: load the metrics of its formula instead", metric.name),
+                format!(
+                    "`{}` is derived: load the metrics of its formula instead",
+                    metric.name
+                ),
             )),
             _ => {}
         }
@@ -386,10 +418,8 @@ fn check_csv(
                 &at_metric,
                 "give either `column` or `count = \"rows\"`, not both",
             )),
-            (None, None) => problems.push(file.problem(
-                &at_metric,
-                "give `column = \"...\"` or `count = \"rows\"`",
-            )),
+            (None, None) => problems
+                .push(file.problem(&at_metric, "give `column = \"...\"` or `count = \"rows\"`")),
         }
         if let Some(scale) = metric.scale
             && !(scale.is_finite() && scale != 0.0)
@@ -414,7 +444,10 @@ fn load_objectives(
     let mut dimensions: HashMap<String, BTreeSet<String>> = HashMap::new();
     for connector in connectors {
         for metric in connector.metric_names() {
-            dimensions.entry(metric).or_default().extend(connector.dimension_names());
+            dimensions
+                .entry(metric)
+                .or_default()
+                .extend(connector.dimension_names());
         }
     }
 
@@ -446,18 +479,25 @@ fn load_objectives(
         for (oi, o) in raw.objective.iter().enumerate() {
             let at = KeyPath::root().key("objective").index(oi);
             if objectives.iter().any(|other| other.id == o.id) {
-                problems.push(file.problem(&at.key("id"), format!("objective id `{}` is used twice", o.id)));
+                problems.push(file.problem(
+                    &at.key("id"),
+                    format!("objective id `{}` is used twice", o.id),
+                ));
             }
             let period = match (&o.period, &o.start, &o.end) {
                 (Some(text), None, None) => Period::parse(text).or_else(|| {
                     problems.push(file.problem(
                         &at.key("period"),
-                        format!("period `{text}`: write 2027-Q1, 2027-03 or 2027, or give start and end"),
+                        format!(
+                            "period `{text}`: write 2027-Q1, 2027-03 or 2027, or give start and end"
+                        ),
                     ));
                     None
                 }),
                 (None, Some(start), Some(end)) => match (start.parse(), end.parse()) {
-                    (Some(start), Some(end)) if start <= end => Some(Period::Dates(Window { start, end })),
+                    (Some(start), Some(end)) if start <= end => {
+                        Some(Period::Dates(Window { start, end }))
+                    }
                     _ => {
                         problems.push(file.problem(
                             &at.key("start"),
@@ -473,7 +513,10 @@ fn load_objectives(
             };
             let timezone = o.timezone.clone().unwrap_or_else(|| default_tz.to_string());
             if timezone.parse::<chrono_tz::Tz>().is_err() {
-                problems.push(file.problem(&at.key("timezone"), format!("unknown time zone `{timezone}`")));
+                problems.push(file.problem(
+                    &at.key("timezone"),
+                    format!("unknown time zone `{timezone}`"),
+                ));
             }
             let Some(period) = period else { continue };
 
@@ -483,12 +526,18 @@ fn load_objectives(
                 let problem_count = problems.len();
                 let kp = |field: &str| at_kr.key(field);
                 if !kr_ids.insert(k.id.clone()) {
-                    problems.push(file.problem(&kp("id"), format!("key result id `{}` is used twice", k.id)));
+                    problems.push(
+                        file.problem(&kp("id"), format!("key result id `{}` is used twice", k.id)),
+                    );
                 }
                 match catalogue.get(&k.metric) {
                     None => problems.push(file.problem(
                         &kp("metric"),
-                        with_hint(format!("unknown metric `{}`", k.metric), &k.metric, catalogue.names()),
+                        with_hint(
+                            format!("unknown metric `{}`", k.metric),
+                            &k.metric,
+                            catalogue.names(),
+                        ),
                     )),
                     Some(_) => {
                         for base in catalogue.base_metrics(&k.metric) {
@@ -496,7 +545,9 @@ fn load_objectives(
                             if dims.is_none() {
                                 warnings.push(file.problem(
                                     &at_kr.key("metric"),
-                                    format!("no connector loads `{base}`: this KR will have no data"),
+                                    format!(
+                                        "no connector loads `{base}`: this KR will have no data"
+                                    ),
                                 ));
                                 continue;
                             }
@@ -540,34 +591,63 @@ fn load_objectives(
                     NumberOrText::Text(t) => match parse_relative(t) {
                         Some(p) if k.baseline.is_none() => {
                             let _ = p;
-                            problems.push(file.problem(&kp("target"), format!("target `{t}` is relative: give a `baseline`")));
+                            problems.push(file.problem(
+                                &kp("target"),
+                                format!("target `{t}` is relative: give a `baseline`"),
+                            ));
                             None
                         }
                         Some(p) => Some(Target::Relative(p)),
                         None => {
-                            problems.push(file.problem(&kp("target"), format!("target `{t}`: write a number or a change such as \"+40%\"")));
+                            problems.push(file.problem(
+                                &kp("target"),
+                                format!(
+                                    "target `{t}`: write a number or a change such as \"+40%\""
+                                ),
+                            ));
                             None
                         }
                     },
                 };
                 let kr_type = k.kr_type.map(KrType::from);
-                if let (Some(kind), Some(Baseline::Value(b)), Some(Target::Value(t))) = (kr_type, &baseline, target) {
+                if let (Some(kind), Some(Baseline::Value(b)), Some(Target::Value(t))) =
+                    (kr_type, &baseline, target)
+                {
                     let wrong = match kind {
                         KrType::Increase => t <= *b,
                         KrType::Decrease => t >= *b,
                         _ => false,
                     };
                     if wrong {
-                        problems.push(file.problem(&kp("type"), format!("type {} does not fit baseline {b} and target {t}", kind.name())));
+                        problems.push(file.problem(
+                            &kp("type"),
+                            format!(
+                                "type {} does not fit baseline {b} and target {t}",
+                                kind.name()
+                            ),
+                        ));
                     }
                 }
                 if let (Some(kind), Some(Target::Relative(p))) = (kr_type, target)
-                    && ((kind == KrType::Increase && p <= 0.0) || (kind == KrType::Decrease && p >= 0.0))
+                    && ((kind == KrType::Increase && p <= 0.0)
+                        || (kind == KrType::Decrease && p >= 0.0))
                 {
-                    problems.push(file.problem(&kp("type"), format!("type {} does not fit target {}", kind.name(), k.target_text())));
+                    problems.push(file.problem(
+                        &kp("type"),
+                        format!(
+                            "type {} does not fit target {}",
+                            kind.name(),
+                            k.target_text()
+                        ),
+                    ));
                 }
-                if kr_type.is_none() && baseline.is_some() && matches!((&baseline, target), (Some(Baseline::Value(b)), Some(Target::Value(t))) if *b == t) {
-                    problems.push(file.problem(&kp("target"), "target equals baseline: nothing to achieve"));
+                if kr_type.is_none()
+                    && baseline.is_some()
+                    && matches!((&baseline, target), (Some(Baseline::Value(b)), Some(Target::Value(t))) if *b == t)
+                {
+                    problems.push(
+                        file.problem(&kp("target"), "target equals baseline: nothing to achieve"),
+                    );
                 }
                 let weight = k.weight.unwrap_or(1.0);
                 if !(weight.is_finite() && weight > 0.0) {
@@ -575,32 +655,50 @@ fn load_objectives(
                 }
                 let window = match (&k.start, &k.end, k.days) {
                     (None, None, None) => Some(period.window()),
-                    (Some(start), end, days) => match (start.parse(), end.as_ref().map(|e| e.parse()), days) {
-                        (Some(s), Some(Some(e)), None) if s <= e => Some(Window { start: s, end: e }),
-                        (Some(s), None, Some(n)) if n > 0 => {
-                            Some(Window { start: s, end: s + chrono::Days::new(n as u64 - 1) })
+                    (Some(start), end, days) => {
+                        match (start.parse(), end.as_ref().map(|e| e.parse()), days) {
+                            (Some(s), Some(Some(e)), None) if s <= e => {
+                                Some(Window { start: s, end: e })
+                            }
+                            (Some(s), None, Some(n)) if n > 0 => Some(Window {
+                                start: s,
+                                end: s + chrono::Days::new(n as u64 - 1),
+                            }),
+                            _ => {
+                                problems.push(file.problem(&kp("start"), "give `start` with `end` (start <= end) or with `days` > 0, as YYYY-MM-DD"));
+                                None
+                            }
                         }
-                        _ => {
-                            problems.push(file.problem(&kp("start"), "give `start` with `end` (start <= end) or with `days` > 0, as YYYY-MM-DD"));
-                            None
-                        }
-                    },
+                    }
                     _ => {
-                        problems.push(file.problem(&kp("start"), "an own window needs `start`, with `end` or `days`"));
+                        problems.push(file.problem(
+                            &kp("start"),
+                            "an own window needs `start`, with `end` or `days`",
+                        ));
                         None
                     }
                 };
                 if problems.len() != problem_count {
                     continue;
                 }
-                let (Some(window), Some(target)) = (window, target) else { continue };
-                let own_period = if window == period.window() { period } else { Period::Dates(window) };
+                let (Some(window), Some(target)) = (window, target) else {
+                    continue;
+                };
+                let own_period = if window == period.window() {
+                    period
+                } else {
+                    Period::Dates(window)
+                };
                 key_results.push(KeyResult {
                     id: k.id.clone(),
                     objective_id: o.id.clone(),
                     title: k.title.clone(),
                     metric: k.metric.clone(),
-                    filter: k.filter.iter().map(|(d, v)| (d.clone(), v.values())).collect(),
+                    filter: k
+                        .filter
+                        .iter()
+                        .map(|(d, v)| (d.clone(), v.values()))
+                        .collect(),
                     window,
                     period: own_period,
                     baseline,
@@ -614,7 +712,10 @@ fn load_objectives(
             if !(3..=5).contains(&count) {
                 warnings.push(file.problem(
                     &at,
-                    format!("objective `{}` has {count} key result(s); 3 to 5 keep it focused", o.id),
+                    format!(
+                        "objective `{}` has {count} key result(s); 3 to 5 keep it focused",
+                        o.id
+                    ),
                 ));
             }
             objectives.push(Objective {
@@ -633,7 +734,9 @@ fn load_objectives(
     let mut per_owner: BTreeMap<(String, String), usize> = BTreeMap::new();
     for o in &objectives {
         if let Some(owner) = &o.owner {
-            *per_owner.entry((owner.clone(), o.period.label())).or_default() += 1;
+            *per_owner
+                .entry((owner.clone(), o.period.label()))
+                .or_default() += 1;
         }
     }
     for ((owner, period), n) in per_owner {
@@ -642,7 +745,9 @@ fn load_objectives(
                 file: PathBuf::from("config/okrs"),
                 line: None,
                 field: String::new(),
-                message: format!("{owner} owns {n} objectives in {period}; 1-2 per team keeps focus"),
+                message: format!(
+                    "{owner} owns {n} objectives in {period}; 1-2 per team keeps focus"
+                ),
             });
         }
     }

@@ -35,7 +35,11 @@ impl fmt::Display for Problem {
 pub struct ConfigErrors(pub Vec<Problem>);
 
 fn list(problems: &[Problem]) -> String {
-    problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n")
+    problems
+        .iter()
+        .map(|p| format!("  {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The candidate closest to `name`, when it is close enough to be a likely misspelling.
@@ -67,7 +71,10 @@ mod tests {
 
     #[test]
     fn suggests_near_names_only() {
-        assert_eq!(closest("sesions", ["sessions", "orders"]), Some("sessions".into()));
+        assert_eq!(
+            closest("sesions", ["sessions", "orders"]),
+            Some("sessions".into())
+        );
         assert_eq!(closest("revenue", ["sessions", "orders"]), None);
     }
 }

@@ -91,7 +91,12 @@ impl TomlFile {
             field: String::new(),
             message: format!("invalid TOML: {}", err.message().trim_end()),
         })?;
-        Ok(TomlFile { display_path: display_path.to_path_buf(), text, doc, value })
+        Ok(TomlFile {
+            display_path: display_path.to_path_buf(),
+            text,
+            doc,
+            value,
+        })
     }
 
     /// The parsed value tree.
@@ -228,9 +233,11 @@ impl Node<'_> {
 fn node_of_item(item: &Item) -> Node<'_> {
     match item {
         Item::Table(t) => Node::Table(t, t.span()),
-        Item::ArrayOfTables(aot) => {
-            Node::Array(aot.iter().map(|t| Node::Table(t as &dyn TableLike, t.span())).collect())
-        }
+        Item::ArrayOfTables(aot) => Node::Array(
+            aot.iter()
+                .map(|t| Node::Table(t as &dyn TableLike, t.span()))
+                .collect(),
+        ),
         Item::Value(v) => node_of_value(v),
         Item::None => Node::Leaf(None),
     }
@@ -245,7 +252,11 @@ fn node_of_value(value: &Value) -> Node<'_> {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
 }
 
 fn convert_path(path: &serde_path_to_error::Path) -> KeyPath {
@@ -271,7 +282,11 @@ fn expected_names(message: &str) -> Vec<String> {
     let Some((_, tail)) = message.split_once("expected ") else {
         return Vec::new();
     };
-    tail.split('`').skip(1).step_by(2).map(str::to_string).collect()
+    tail.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
 }
 
 fn remove_at(value: &mut toml::Value, steps: &[Step]) -> bool {
@@ -307,6 +322,7 @@ mod tests {
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
+    #[expect(dead_code, reason = "only the schema matters to these tests")]
     struct Outer {
         #[serde(default)]
         item: Vec<Inner>,
@@ -314,6 +330,7 @@ mod tests {
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
+    #[expect(dead_code, reason = "only the schema matters to these tests")]
     struct Inner {
         name: String,
         #[serde(default)]
@@ -333,7 +350,11 @@ mod tests {
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert_eq!(problems[0].line, Some(3));
         assert_eq!(problems[0].field, "item[0].wieght");
-        assert!(problems[0].message.contains("did you mean `weight`"), "{}", problems[0]);
+        assert!(
+            problems[0].message.contains("did you mean `weight`"),
+            "{}",
+            problems[0]
+        );
         assert_eq!(problems[1].line, Some(7));
         assert_eq!(problems[1].field, "item[1].colour");
     }
@@ -361,7 +382,13 @@ mod tests {
     fn line_of_nested_inline_key() {
         let f = file("[[item]]\nname = \"a\"\nwhere = { region = \"KZ\" }\n");
 
-        let line = f.line_of_path(&KeyPath::root().key("item").index(0).key("where").key("region"));
+        let line = f.line_of_path(
+            &KeyPath::root()
+                .key("item")
+                .index(0)
+                .key("where")
+                .key("region"),
+        );
 
         assert_eq!(line, Some(3));
     }

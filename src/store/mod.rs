@@ -561,20 +561,28 @@ async fn sqlite_replace_points(
     sqlx::query("CREATE TEMP TABLE IF NOT EXISTS staging_days (day TEXT PRIMARY KEY)")
         .execute(&mut **tx)
         .await?;
-    sqlx::query("DELETE FROM staging_points").execute(&mut **tx).await?;
-    sqlx::query("DELETE FROM staging_days").execute(&mut **tx).await?;
+    sqlx::query("DELETE FROM staging_points")
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("DELETE FROM staging_days")
+        .execute(&mut **tx)
+        .await?;
 
     for chunk in points.chunks(5000) {
         let mut builder = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "INSERT INTO staging_points (metric, day, dimensions, value) ",
         );
         builder.push_values(chunk, |mut row, p| {
-            row.push_bind(&p.metric).push_bind(p.day).push_bind(dimensions_json(p)).push_bind(p.value);
+            row.push_bind(&p.metric)
+                .push_bind(p.day)
+                .push_bind(dimensions_json(p))
+                .push_bind(p.value);
         });
         builder.build().execute(&mut **tx).await?;
     }
     for chunk in days.chunks(10000) {
-        let mut builder = sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO staging_days (day) ");
+        let mut builder =
+            sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO staging_days (day) ");
         builder.push_values(chunk, |mut row, d| {
             row.push_bind(*d);
         });

@@ -1,0 +1,292 @@
+//! CSV ingest as analysts meet it: broken rows, corrected re-exports, locales and the reject
+//! threshold, checked through `sync`/`preview` and SQL on both databases.
+
+use crate::on_both;
+use crate::support::*;
+
+const METRICS: &str = r#"
+[sessions]
+kind = "counter"
+[spend]
+kind = "counter"
+unit = "RUB"
+[conversions]
+kind = "counter"
+[cpa]
+kind = "derived"
+formula = "spend / conversions"
+"#;
+
+const CONNECTOR: &str = r#"
+type = "csv"
+path = "data/ads_*.csv"
+timezone = "Europe/Moscow"
+
+[date]
+column = "Day"
+format = "%Y-%m-%d"
+
+[dimensions]
+channel = "Channel"
+
+[[metrics]]
+name = "spend"
+column = "Cost"
+
+[[metrics]]
+name = "conversions"
+column = "Conversions"
+"#;
+
+fn ads_project(csv: &str) -> tempfile::TempDir {
+    project(&[
+        ("config/default.toml", "[ingest]\nmax_reject_share = 0.5\n"),
+        ("config/metrics.toml", METRICS),
+        ("connectors/ads.toml", CONNECTOR),
+        ("data/ads_2024.csv", csv),
+    ])
+}
+
+async fn broken_rows_are_kept_with_line_and_reason(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let dir = ads_project(
+        "Day,Channel,Cost,Conversions\n\
+         2024-01-01,search,\"1,204.50\",10\n\
+         2024-01-01,social,100,--\n\
+         2024-01-02,search,12abc,3\n\
+         2024-13-45,search,5,1\n\
+         2024-01-03,search,200.25,N/A\n",
+    );
+
+    let output = krscore(dir.path(), Some(&db), &["sync"]);
+
+    let text = expect_code(&output, 0);
+    assert!(
+        text.contains("read 5 row(s), loaded 3, rejected 2"),
+        "{text}"
+    );
+    let rejected = db
+        .rows("SELECT location, CAST(line AS TEXT), reason, raw FROM rejected_rows ORDER BY line")
+        .await;
+    assert_eq!(rejected.len(), 2);
+    assert_eq!(rejected[0][0].as_deref(), Some("data/ads_2024.csv:4"));
+    assert!(
+        rejected[0][2]
+            .as_deref()
+            .unwrap()
+            .contains("`12abc` is not a number"),
+        "{rejected:?}"
+    );
+    assert_eq!(rejected[0][3].as_deref(), Some("2024-01-02,search,12abc,3"));
+    assert_eq!(rejected[1][1].as_deref(), Some("5"));
+    assert!(
+        rejected[1][2].as_deref().unwrap().contains("date format"),
+        "{rejected:?}"
+    );
+    let run = db
+        .rows(
+            "SELECT status, CAST(rows_read AS TEXT), CAST(rows_loaded AS TEXT), \
+             CAST(rows_rejected AS TEXT) FROM ingest_runs",
+        )
+        .await;
+    assert_eq!(
+        run[0],
+        vec![
+            Some("succeeded".into()),
+            Some("5".into()),
+            Some("3".into()),
+            Some("2".into())
+        ]
+    );
+    // thousands separator read, placeholders missing (never 0)
+    assert_eq!(
+        db.scalar(
+            "SELECT CAST(sum(value) * 100 AS BIGINT) FROM metric_points WHERE metric = 'spend'"
+        )
+        .await,
+        150475
+    );
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM metric_points WHERE metric = 'conversions'")
+            .await,
+        1,
+        "`--` and `N/A` are missing, not zero"
+    );
+}
+on_both!(broken_rows_are_kept_with_line_and_reason);
+
+async fn too_many_rejects_fail_the_run_and_write_nothing(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let dir = ads_project(
+        "Day,Channel,Cost,Conversions\n2024-01-01,search,x,1\n2024-01-02,search,y,1\n\
+         2024-01-02,social,z,1\n2024-01-03,search,3,1\n",
+    );
+
+    let output = krscore(dir.path(), Some(&db), &["sync"]);
+
+    let text = expect_code(&output, 1);
+    assert!(text.contains("max_reject_share"), "{text}");
+    assert_eq!(db.scalar("SELECT count(*) FROM metric_points").await, 0);
+    assert_eq!(db.scalar("SELECT count(*) FROM rejected_rows").await, 3);
+    let status = db.rows("SELECT status, error FROM ingest_runs").await;
+    assert_eq!(status[0][0].as_deref(), Some("failed"));
+}
+on_both!(too_many_rejects_fail_the_run_and_write_nothing);
+
+async fn a_corrected_export_replaces_the_days_it_covers(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let dir = ads_project(
+        "Day,Channel,Cost,Conversions\n2024-01-01,search,100,1\n2024-01-01,social,50,1\n\
+         2024-01-02,search,70,2\n",
+    );
+    expect_code(&krscore(dir.path(), Some(&db), &["sync"]), 0);
+
+    // the restated export drops `social` on day 1, changes search, and no longer has day 2
+    std::fs::write(
+        dir.path().join("data/ads_2024.csv"),
+        "Day,Channel,Cost,Conversions\n2024-01-01,search,120,1\n",
+    )
+    .unwrap();
+    let output = krscore(dir.path(), Some(&db), &["sync"]);
+
+    let text = expect_code(&output, 0);
+    assert!(text.contains("1 point(s) changed, 2 removed"), "{text}");
+    let points = db
+        .rows(
+            "SELECT CAST(day AS TEXT), metric, CAST(value AS TEXT) FROM metric_points \
+             ORDER BY day, metric, value",
+        )
+        .await;
+    let flat: Vec<String> = points
+        .iter()
+        .map(|r| {
+            let value: f64 = r[2].as_deref().unwrap().parse().unwrap();
+            format!(
+                "{} {} {value}",
+                r[0].as_deref().unwrap(),
+                r[1].as_deref().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        flat,
+        vec![
+            "2024-01-01 conversions 1",
+            "2024-01-01 spend 120",
+            "2024-01-02 conversions 2",
+            "2024-01-02 spend 70",
+        ],
+        "day 2 is not covered by the new export and stays"
+    );
+}
+on_both!(a_corrected_export_replaces_the_days_it_covers);
+
+#[test]
+fn preview_writes_nothing() {
+    let dir = ads_project("Day,Channel,Cost,Conversions\n2024-01-01,search,\"1,204.50\",10\n");
+    std::fs::write(
+        dir.path().join("config/default.toml"),
+        "[database]\nurl = \"sqlite://k.db\"\n",
+    )
+    .unwrap();
+
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_krscore"));
+    command
+        .arg("-C")
+        .arg(dir.path())
+        .args(["preview", "ads"])
+        .env_remove("KRSCORE__DATABASE__URL");
+    let output = command.output().unwrap();
+
+    let text = expect_code(&output, 0);
+    assert!(text.contains("1204.5"), "{text}");
+    assert!(text.contains("channel=search"), "{text}");
+    assert!(
+        !dir.path().join("k.db").exists(),
+        "preview must not create the database"
+    );
+}
+
+fn quirk_project(connector: &str, file: &str) -> tempfile::TempDir {
+    let data = std::fs::read(shared(&format!("data/quirks/{file}"))).expect("quirk file");
+    let dir = project(&[
+        (
+            "config/metrics.toml",
+            "[sessions]\nkind = \"counter\"\n[clicks]\nkind = \"counter\"\n[spend]\nkind = \"counter\"\n\
+             [impressions]\nkind = \"counter\"\n",
+        ),
+        ("connectors/quirk.toml", connector),
+    ]);
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data").join(file), data).unwrap();
+    dir
+}
+
+fn preview_sums(dir: &std::path::Path) -> String {
+    let output = krscore(dir, None, &["preview", "quirk", "--rows", "50"]);
+    expect_code(&output, 0)
+}
+
+#[test]
+fn russian_excel_in_windows_1251_with_nbsp_thousands() {
+    let dir = quirk_project(
+        "type = \"csv\"\npath = \"data/21_excel_ru_cp1251_semicolon.csv\"\n\
+         [format]\nencoding = \"windows-1251\"\n[date]\ncolumn = \"Дата\"\nformat = \"%d.%m.%Y\"\n\
+         [dimensions]\ncampaign = \"Кампания\"\n\
+         [[metrics]]\nname = \"impressions\"\ncolumn = \"Показы\"\n\
+         [[metrics]]\nname = \"spend\"\ncolumn = \"Расход, руб.\"\n",
+        "21_excel_ru_cp1251_semicolon.csv",
+    );
+
+    let text = preview_sums(dir.path());
+
+    assert!(
+        text.contains("impressions: 2 point(s), sum 15 585"),
+        "{text}"
+    );
+    assert!(text.contains("spend: 2 point(s), sum 5 476"), "{text}");
+    assert!(text.contains("4372.2"), "{text}");
+    assert!(text.contains("campaign=Бренд"), "{text}");
+}
+
+#[test]
+fn excel_sep_directive_and_bom_quoted_header() {
+    let sep = quirk_project(
+        "type = \"csv\"\npath = \"data/22_excel_sep_directive.csv\"\n[date]\ncolumn = \"date\"\n\
+         [[metrics]]\nname = \"sessions\"\ncolumn = \"visits\"\n",
+        "22_excel_sep_directive.csv",
+    );
+    let bom = quirk_project(
+        "type = \"csv\"\npath = \"data/23_utf8_bom_quoted_header.csv\"\n[date]\ncolumn = \"date\"\n\
+         [[metrics]]\nname = \"sessions\"\ncolumn = \"sessions\"\n",
+        "23_utf8_bom_quoted_header.csv",
+    );
+
+    let sep_text = preview_sums(sep.path());
+    let bom_text = preview_sums(bom.path());
+
+    assert!(
+        sep_text.contains("sessions: 2 point(s), sum 22"),
+        "{sep_text}"
+    );
+    assert!(
+        bom_text.contains("sessions: 2 point(s), sum 32"),
+        "{bom_text}"
+    );
+}
+
+#[test]
+fn french_export_with_narrow_and_plain_no_break_spaces() {
+    let dir = quirk_project(
+        "type = \"csv\"\npath = \"data/15_meta_ads_export_fr_semicolon.csv\"\n\
+         [date]\ncolumn = \"Jour\"\nformat = \"%d/%m/%Y\"\n\
+         [[metrics]]\nname = \"spend\"\ncolumn = \"Montant dépensé (EUR)\"\n",
+        "15_meta_ads_export_fr_semicolon.csv",
+    );
+
+    let text = preview_sums(dir.path());
+
+    assert!(text.contains("1234.56"), "{text}");
+    assert!(text.contains("1002"), "{text}");
+    assert!(text.contains("1000.1"), "{text}");
+}

@@ -1,0 +1,7 @@
+//! The integration tests: the real binary on real files, SQL on the resulting tables, on
+//! SQLite and on PostgreSQL (a fresh database per test).
+
+mod check;
+mod end_to_end;
+mod ingest;
+mod support;
