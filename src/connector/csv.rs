@@ -420,6 +420,13 @@ fn read_file(
     let dialect = sniff(&text, config.delimiter(), config.format.skip_lines);
     let raw = read_text_frame(&text, &dialect, shown)?;
     let header_line = dialect.skip_lines + 1;
+    tracing::debug!(
+        file = shown,
+        delimiter = %(dialect.delimiter as char).escape_default(),
+        skip_lines = dialect.skip_lines,
+        rows = raw.height(),
+        "read CSV"
+    );
 
     // every configured column must exist
     let found: Vec<String> = raw
@@ -468,6 +475,7 @@ fn read_file(
             ))
         })?,
     };
+    tracing::debug!(file = shown, column = %config.date.column, format = %format.format, "date format");
     let mut parsed: HashMap<&str, Option<i32>> = HashMap::new();
     let days: Vec<Option<i32>> = date_col
         .iter()
@@ -504,6 +512,7 @@ fn read_file(
                         detect_locale(cells.iter().flatten(), fallback_decimal)
                     }
                 };
+                tracing::debug!(file = shown, column = %column, decimal = %decimal, "number locale");
                 let locale = NumberLocale {
                     decimal,
                     thousands: thousands_for(decimal, config.format.thousands.as_deref()),
