@@ -430,7 +430,6 @@ fn check_csv(
     (problems.len() == before).then_some(tz)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn load_objectives(
     root: &Path,
     catalogue: &Catalogue,
@@ -589,8 +588,7 @@ fn load_objectives(
                 let target = match &k.target {
                     NumberOrText::Number(v) => Some(Target::Value(*v)),
                     NumberOrText::Text(t) => match parse_relative(t) {
-                        Some(p) if k.baseline.is_none() => {
-                            let _ = p;
+                        Some(_) if k.baseline.is_none() => {
                             problems.push(file.problem(
                                 &kp("target"),
                                 format!("target `{t}` is relative: give a `baseline`"),

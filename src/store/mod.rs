@@ -451,10 +451,6 @@ impl Store {
 
     /// KR scores for `as_of`, or the latest per KR when `as_of` is `None`.
     pub async fn kr_scores(&self, as_of: Option<NaiveDate>) -> sqlx::Result<Vec<KrScoreRow>> {
-        const COLUMNS: &str = "kr_id, objective_id, as_of, window_start, window_end, elapsed, \
-            kr_type, value, baseline, target, raw, score, grade, expected, expected_score, \
-            status, forecast, forecast_score, stale, data_as_of, reason";
-        let _ = COLUMNS;
         let latest = "SELECT kr_id, objective_id, as_of, window_start, window_end, elapsed, \
             kr_type, value, baseline, target, raw, score, grade, expected, expected_score, \
             status, forecast, forecast_score, stale, data_as_of, reason \
