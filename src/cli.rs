@@ -200,8 +200,13 @@ async fn preview(project: &Project, name: &str, rows: usize) -> ExitCode {
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
+        let day = if p.until > p.day {
+            format!("{}..{}", p.day, p.until)
+        } else {
+            p.day.to_string()
+        };
         table.add_row([
-            p.day.to_string(),
+            day,
             p.metric.clone(),
             dims.join(" "),
             format!("{}", p.value),
@@ -218,12 +223,14 @@ async fn preview(project: &Project, name: &str, rows: usize) -> ExitCode {
         entry.1 += p.value;
     }
     println!(
-        "\n{}: {} file(s), {} row(s) read, {} loaded, {} rejected; {} point(s) over {} day(s){}",
+        "\n{}: {} file(s), {} row(s) read, {} loaded, {} rejected, {} line(s) skipped; \
+         {} point(s) over {} day(s){}",
         connector.name,
         extract.sources.len(),
         extract.rows_read,
         extract.rows_loaded,
         extract.rejected.len(),
+        extract.rows_skipped,
         points.len(),
         extract.days.len(),
         match (extract.days.first(), extract.days.last()) {
@@ -236,6 +243,15 @@ async fn preview(project: &Project, name: &str, rows: usize) -> ExitCode {
             "  {metric}: {n} point(s), sum {}",
             status::format_value(sum, None)
         );
+    }
+    if extract.rows_skipped > 0 {
+        println!(
+            "\nskipped {} line(s) that are not data:",
+            extract.rows_skipped
+        );
+        for line in &extract.skipped {
+            println!("  {} ({}): {}", line.location, line.reason, line.text);
+        }
     }
     for warning in &extract.warnings {
         println!("warning: {warning}");

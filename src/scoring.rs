@@ -24,9 +24,14 @@ use crate::store::{
 /// One metric's daily values under one dimension filter.
 type Series = BTreeMap<NaiveDate, f64>;
 
+/// Values of reports that cover a whole period: (first day, last day, value).
+type Spans = Vec<(NaiveDate, NaiveDate, f64)>;
+
 /// Daily series for every (base metric, filter) the KRs need.
 pub struct SeriesSet {
     series: HashMap<(String, String), Series>,
+    /// Period values count in a window only when the whole period lies inside it.
+    spans: HashMap<(String, String), Spans>,
 }
 
 fn filter_key(filter: &Filter) -> String {
@@ -39,6 +44,24 @@ impl SeriesSet {
         points: Vec<StoredPoint>,
         wanted: &BTreeSet<(String, Filter)>,
     ) -> PolarsResult<SeriesSet> {
+        let (points, period_points): (Vec<_>, Vec<_>) =
+            points.into_iter().partition(|p| p.period_end <= p.day);
+        let mut spans: HashMap<(String, String), Spans> = HashMap::new();
+        for (metric, filter) in wanted {
+            let matching: Spans = period_points
+                .iter()
+                .filter(|p| &p.metric == metric)
+                .filter(|p| {
+                    filter.iter().all(|(dim, values)| {
+                        p.dimensions.0.get(dim).is_some_and(|v| values.contains(v))
+                    })
+                })
+                .map(|p| (p.day, p.period_end, p.value))
+                .collect();
+            if !matching.is_empty() {
+                spans.insert((metric.clone(), filter_key(filter)), matching);
+            }
+        }
         let dim_names: BTreeSet<String> = points
             .iter()
             .flat_map(|p| p.dimensions.0.keys().cloned())
@@ -96,7 +119,7 @@ impl SeriesSet {
                 .collect();
             series.insert((metric.clone(), filter_key(filter)), map);
         }
-        Ok(SeriesSet { series })
+        Ok(SeriesSet { series, spans })
     }
 
     fn get(&self, metric: &str, filter: &Filter) -> Option<&Series> {
@@ -145,8 +168,21 @@ impl SeriesSet {
         catalogue
             .base_metrics(&kr.metric)
             .iter()
-            .filter_map(|m| self.get(m, &kr.filter))
-            .filter_map(|s| s.range(..=day).next_back().map(|(d, _)| *d))
+            .flat_map(|m| {
+                let daily = self
+                    .get(m, &kr.filter)
+                    .and_then(|s| s.range(..=day).next_back().map(|(d, _)| *d));
+                let spans = self
+                    .spans
+                    .get(&(m.clone(), filter_key(&kr.filter)))
+                    .and_then(|s| {
+                        s.iter()
+                            .map(|(_, end, _)| *end)
+                            .filter(|end| *end <= day)
+                            .max()
+                    });
+                daily.into_iter().chain(spans)
+            })
             .max()
     }
 }

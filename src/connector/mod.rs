@@ -17,6 +17,9 @@ use chrono::NaiveDate;
 pub struct Point {
     pub metric: String,
     pub day: NaiveDate,
+    /// The last day the value covers: `day` itself for daily data, later for a report that
+    /// covers a whole period without a date column.
+    pub until: NaiveDate,
     pub dimensions: BTreeMap<String, String>,
     pub value: f64,
 }
@@ -32,6 +35,14 @@ pub struct RejectedRow {
     pub raw: String,
 }
 
+/// A line that is not data: preamble, header search, totals, empty rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedLine {
+    pub location: String,
+    pub reason: String,
+    pub text: String,
+}
+
 /// What one connector run read.
 #[derive(Debug, Default)]
 pub struct Extract {
@@ -40,7 +51,11 @@ pub struct Extract {
     pub days: BTreeSet<NaiveDate>,
     pub rows_read: u64,
     pub rows_loaded: u64,
+    /// Lines that are layout, not data (never counted in `rows_read`).
+    pub rows_skipped: u64,
     pub rejected: Vec<RejectedRow>,
+    /// The first skipped lines with the reason, for the preview.
+    pub skipped: Vec<SkippedLine>,
     /// The files or URLs read.
     pub sources: Vec<String>,
     /// Things an analyst should know that did not stop the run.

@@ -264,7 +264,20 @@ fn load_connectors(
                 continue;
             }
             Some("csv") => {
-                let (config, mut found) = file.deserialize_lenient::<CsvConfig>();
+                let (mut config, mut found) = file.deserialize_lenient::<CsvConfig>();
+                if let Some(config) = &mut config {
+                    config.counters = config
+                        .metrics
+                        .iter()
+                        .filter(|m| {
+                            matches!(
+                                catalogue.get(&m.name).map(|c| &c.kind),
+                                Some(MetricKind::Counter)
+                            )
+                        })
+                        .map(|m| m.name.clone())
+                        .collect();
+                }
                 let clean = found.is_empty();
                 problems.append(&mut found);
                 config.and_then(|config| {
@@ -330,14 +343,48 @@ fn check_csv(
             format!("`{d}` is not a delimiter; use \",\", \";\", \"|\" or \"\\t\""),
         ));
     }
-    if let Some(enc) = &format.encoding
-        && !enc.eq_ignore_ascii_case("auto")
-        && encoding_rs::Encoding::for_label(enc.as_bytes()).is_none()
+    for (key, value) in [
+        ("encoding", &format.encoding),
+        ("fallback_encoding", &format.fallback_encoding),
+    ] {
+        if let Some(enc) = value
+            && !(key == "encoding" && enc.eq_ignore_ascii_case("auto"))
+            && encoding_rs::Encoding::for_label(enc.as_bytes()).is_none()
+        {
+            problems.push(file.problem(
+                &at.key("format").key(key),
+                format!("unknown encoding `{enc}` (for example utf-8, windows-1251, utf-16le)"),
+            ));
+        }
+    }
+    if format.table == Some(0) {
+        problems.push(file.problem(&at.key("format").key("table"), "tables count from 1"));
+    }
+    if let Some(zone) = &config.date.timestamps_in
+        && zone.parse::<chrono_tz::Tz>().is_err()
     {
         problems.push(file.problem(
-            &at.key("format").key("encoding"),
-            format!("unknown encoding `{enc}` (for example utf-8, windows-1251, utf-16le)"),
+            &at.key("date").key("timestamps_in"),
+            format!("unknown time zone `{zone}`"),
         ));
+    }
+    match (&config.date.column, &config.date.start, &config.date.end) {
+        (Some(_), None, None) | (None, None, None) => {}
+        (None, Some(start), Some(end)) => {
+            if !matches!((start.parse(), end.parse()), (Some(s), Some(e)) if s <= e) {
+                problems.push(file.problem(
+                    &at.key("date").key("start"),
+                    "start and end must be YYYY-MM-DD dates with start <= end",
+                ));
+            }
+        }
+        (Some(_), _, _) => problems.push(file.problem(
+            &at.key("date"),
+            "give either `column` or the `start` and `end` of the period the report covers",
+        )),
+        (None, _, _) => {
+            problems.push(file.problem(&at.key("date"), "a period needs both `start` and `end`"))
+        }
     }
     if let Some(dec) = &format.decimal
         && dec != "."
@@ -420,6 +467,21 @@ fn check_csv(
             )),
             (None, None) => problems
                 .push(file.problem(&at_metric, "give `column = \"...\"` or `count = \"rows\"`")),
+        }
+        for (column, filter) in &metric.filter {
+            if let crate::connector::csv::CellFilter::Range {
+                min: None,
+                max: None,
+            } = filter
+            {
+                problems.push(file.problem(
+                    &at_metric.key("where").key(column),
+                    "a range needs `min`, `max` or both",
+                ));
+            }
+        }
+        if metric.times.is_some() && metric.column.is_none() {
+            problems.push(file.problem(&at_metric.key("times"), "`times` needs a `column`"));
         }
         if let Some(scale) = metric.scale
             && !(scale.is_finite() && scale != 0.0)

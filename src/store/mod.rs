@@ -42,6 +42,7 @@ macro_rules! on_pool {
 pub struct StoredPoint {
     pub metric: String,
     pub day: NaiveDate,
+    pub period_end: NaiveDate,
     pub dimensions: Json<BTreeMap<String, String>>,
     pub value: f64,
 }
@@ -52,6 +53,7 @@ pub struct RunRecord {
     pub rows_read: i64,
     pub rows_loaded: i64,
     pub rows_rejected: i64,
+    pub rows_skipped: i64,
     pub first_day: Option<NaiveDate>,
     pub last_day: Option<NaiveDate>,
     pub sources: String,
@@ -260,8 +262,8 @@ impl Store {
     ) -> sqlx::Result<Vec<StoredPoint>> {
         let mut out = Vec::new();
         for metric in metrics {
-            let sql = "SELECT metric, day, dimensions, value FROM metric_points \
-                       WHERE metric = $1 AND day >= $2 AND day <= $3";
+            let sql = "SELECT metric, day, period_end, dimensions, value FROM metric_points \
+                       WHERE metric = $1 AND period_end >= $2 AND day <= $3";
             let rows: Vec<StoredPoint> = on_pool!(self, pool => {
                 sqlx::query_as(sql).bind(metric).bind(from).bind(to).fetch_all(pool).await?
             });
@@ -517,7 +519,8 @@ macro_rules! finish_run {
         sqlx::query(
             "UPDATE ingest_runs SET status = $2, finished_at = $3, rows_read = $4, \
              rows_loaded = $5, rows_rejected = $6, points_written = $7, points_deleted = $8, \
-             first_day = $9, last_day = $10, sources = $11, error = $12 WHERE id = $1",
+             first_day = $9, last_day = $10, sources = $11, error = $12, rows_skipped = $13 \
+             WHERE id = $1",
         )
         .bind($run_id)
         .bind($status)
@@ -531,6 +534,7 @@ macro_rules! finish_run {
         .bind($record.last_day)
         .bind(&$record.sources)
         .bind($error)
+        .bind($record.rows_skipped)
         .execute($executor)
         .await?;
     };
@@ -550,7 +554,7 @@ async fn sqlite_replace_points(
 ) -> sqlx::Result<WriteStats> {
     sqlx::query(
         "CREATE TEMP TABLE IF NOT EXISTS staging_points \
-         (metric TEXT, day TEXT, dimensions TEXT, value REAL)",
+         (metric TEXT, day TEXT, period_end TEXT, dimensions TEXT, value REAL)",
     )
     .execute(&mut **tx)
     .await?;
@@ -564,13 +568,14 @@ async fn sqlite_replace_points(
         .execute(&mut **tx)
         .await?;
 
-    for chunk in points.chunks(5000) {
+    for chunk in points.chunks(4000) {
         let mut builder = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO staging_points (metric, day, dimensions, value) ",
+            "INSERT INTO staging_points (metric, day, period_end, dimensions, value) ",
         );
         builder.push_values(chunk, |mut row, p| {
             row.push_bind(&p.metric)
                 .push_bind(p.day)
+                .push_bind(p.until)
                 .push_bind(dimensions_json(p))
                 .push_bind(p.value);
         });
@@ -596,11 +601,12 @@ async fn sqlite_replace_points(
     .await?
     .rows_affected();
     let written = sqlx::query(
-        "INSERT INTO metric_points (connector, metric, day, dimensions, value, run_id) \
-         SELECT $1, metric, day, dimensions, value, $2 FROM staging_points WHERE true \
+        "INSERT INTO metric_points (connector, metric, day, period_end, dimensions, value, run_id) \
+         SELECT $1, metric, day, period_end, dimensions, value, $2 FROM staging_points WHERE true \
          ON CONFLICT (connector, metric, day, dimensions) DO UPDATE \
-         SET value = excluded.value, run_id = excluded.run_id \
-         WHERE metric_points.value IS NOT excluded.value",
+         SET value = excluded.value, period_end = excluded.period_end, run_id = excluded.run_id \
+         WHERE metric_points.value IS NOT excluded.value \
+            OR metric_points.period_end IS NOT excluded.period_end",
     )
     .bind(connector)
     .bind(run_id)
@@ -619,22 +625,25 @@ async fn pg_replace_points(
 ) -> sqlx::Result<WriteStats> {
     sqlx::query(
         "CREATE TEMP TABLE staging_points \
-         (metric TEXT, day DATE, dimensions JSONB, value DOUBLE PRECISION) ON COMMIT DROP",
+         (metric TEXT, day DATE, period_end DATE, dimensions JSONB, value DOUBLE PRECISION) \
+         ON COMMIT DROP",
     )
     .execute(&mut **tx)
     .await?;
     for chunk in points.chunks(50_000) {
         let metrics: Vec<&str> = chunk.iter().map(|p| p.metric.as_str()).collect();
         let day_list: Vec<NaiveDate> = chunk.iter().map(|p| p.day).collect();
+        let ends: Vec<NaiveDate> = chunk.iter().map(|p| p.until).collect();
         let dims: Vec<String> = chunk.iter().map(dimensions_json).collect();
         let values: Vec<f64> = chunk.iter().map(|p| p.value).collect();
         sqlx::query(
-            "INSERT INTO staging_points (metric, day, dimensions, value) \
-             SELECT m, d, j::jsonb, v FROM UNNEST($1::text[], $2::date[], $3::text[], \
-             $4::float8[]) AS t (m, d, j, v)",
+            "INSERT INTO staging_points (metric, day, period_end, dimensions, value) \
+             SELECT m, d, e, j::jsonb, v FROM UNNEST($1::text[], $2::date[], $3::date[], \
+             $4::text[], $5::float8[]) AS t (m, d, e, j, v)",
         )
         .bind(&metrics)
         .bind(&day_list)
+        .bind(&ends)
         .bind(&dims)
         .bind(&values)
         .execute(&mut **tx)
@@ -651,11 +660,12 @@ async fn pg_replace_points(
     .await?
     .rows_affected();
     let written = sqlx::query(
-        "INSERT INTO metric_points (connector, metric, day, dimensions, value, run_id) \
-         SELECT $1, metric, day, dimensions, value, $2 FROM staging_points \
+        "INSERT INTO metric_points (connector, metric, day, period_end, dimensions, value, run_id) \
+         SELECT $1, metric, day, period_end, dimensions, value, $2 FROM staging_points \
          ON CONFLICT (connector, metric, day, dimensions) DO UPDATE \
-         SET value = excluded.value, run_id = excluded.run_id \
-         WHERE metric_points.value IS DISTINCT FROM excluded.value",
+         SET value = excluded.value, period_end = excluded.period_end, run_id = excluded.run_id \
+         WHERE metric_points.value IS DISTINCT FROM excluded.value \
+            OR metric_points.period_end IS DISTINCT FROM excluded.period_end",
     )
     .bind(connector)
     .bind(run_id)

@@ -1,0 +1,448 @@
+//! Cell values: numbers in any export locale, dates and timestamps, placeholders and censored
+//! values. Number cleaning is a vectorised polars expression per column; the same rules in
+//! plain Rust ([`parse_number`]) read totals rows and serve as the reference in tests.
+//!
+//! To accept a new number form, change [`number_expr`] and [`parse_number`] together and add
+//! a case to the shared test table.
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone};
+use polars::prelude::*;
+
+/// Cells that mean "no value" in exports.
+pub const PLACEHOLDERS: &[&str] = &[
+    "--",
+    "-",
+    "—",
+    "–",
+    "N/A",
+    "n/a",
+    "NA",
+    "#N/A",
+    "#DIV/0!",
+    "#VALUE!",
+    "null",
+    "(not set)",
+];
+
+/// Decimal mark and thousands separators of one number column.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NumberLocale {
+    pub decimal: char,
+    pub thousands: Vec<char>,
+}
+
+impl NumberLocale {
+    pub fn new(decimal: char, configured_thousands: Option<&str>) -> NumberLocale {
+        let mut thousands: Vec<char> = match configured_thousands {
+            Some(t) => t.chars().collect(),
+            None => vec![if decimal == ',' { '.' } else { ',' }],
+        };
+        thousands.extend([' ', '\u{a0}', '\u{202f}', '\'']);
+        thousands.retain(|c| *c != decimal);
+        thousands.dedup();
+        NumberLocale { decimal, thousands }
+    }
+}
+
+/// Votes for a decimal mark, counted per column and per file.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Votes {
+    pub comma: u32,
+    pub dot: u32,
+}
+
+impl Votes {
+    /// Adds the evidence of one cell: only unambiguous numbers vote.
+    pub fn add(&mut self, cell: &str) {
+        match vote(cell) {
+            Some(',') => self.comma += 1,
+            Some('.') => self.dot += 1,
+            _ => {}
+        }
+    }
+
+    pub fn decision(&self) -> Option<char> {
+        match self.comma.cmp(&self.dot) {
+            std::cmp::Ordering::Greater => Some(','),
+            std::cmp::Ordering::Less => Some('.'),
+            std::cmp::Ordering::Equal => None,
+        }
+    }
+}
+
+fn vote(cell: &str) -> Option<char> {
+    let digits: String = cell
+        .trim()
+        .trim_end_matches('%')
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '\u{a0}' | '\u{202f}' | '\''))
+        .collect();
+    let digits = digits.trim_start_matches(['-', '+']);
+    let digits = digits
+        .trim_start_matches(|c: char| c.is_alphabetic() || "$€£₽₸¥".contains(c))
+        .trim_end_matches(|c: char| c.is_alphabetic() || "$€£₽₸¥.".contains(c) && c != '.');
+    if digits.is_empty()
+        || !digits
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == ',' || c == '.')
+    {
+        return None;
+    }
+    let grouped = |sep: char, dec: Option<char>| {
+        let (int, frac) = match dec.and_then(|d| digits.rsplit_once(d)) {
+            Some((i, f)) => (i, Some(f)),
+            None => (digits, None),
+        };
+        let mut parts = int.split(sep);
+        let first = parts.next().unwrap_or_default();
+        !first.is_empty()
+            && first.len() <= 3
+            && parts.all(|p| p.len() == 3 && p.chars().all(|c| c.is_ascii_digit()))
+            && frac.is_none_or(|f| f.chars().all(|c| c.is_ascii_digit()))
+    };
+    let commas = digits.matches(',').count();
+    let dots = digits.matches('.').count();
+    match (commas, dots) {
+        (0, 0) => None,
+        (_, _) if commas > 0 && dots > 0 => {
+            if digits.rfind(',') > digits.rfind('.') {
+                (dots == 0 || grouped('.', Some(','))).then_some(',')
+            } else {
+                grouped(',', Some('.')).then_some('.')
+            }
+        }
+        (1, 0) => {
+            let after = digits.len() - digits.find(',').unwrap() - 1;
+            (after != 3).then_some(',')
+        }
+        (0, 1) => {
+            let after = digits.len() - digits.find('.').unwrap() - 1;
+            (after != 3).then_some('.')
+        }
+        (_, 0) => grouped(',', None).then_some('.'),
+        (0, _) => grouped('.', None).then_some(','),
+        _ => None,
+    }
+}
+
+/// The float value of a text column, a flag for cells that hold something but no number, and
+/// a flag for censored cells such as `< 10%`.
+pub fn number_expr(cell: Expr, locale: &NumberLocale) -> (Expr, Expr, Expr) {
+    let cell = cell.str().strip_chars(lit(NULL));
+    let mut missing = cell.clone().is_null().or(cell.clone().eq(lit("")));
+    for placeholder in PLACEHOLDERS {
+        missing = missing.or(cell.clone().eq(lit(*placeholder)));
+    }
+    let censored = cell
+        .clone()
+        .str()
+        .contains(lit(r"^[<>]\s*[0-9]"), false)
+        .fill_null(lit(false));
+    let percent = cell.clone().str().ends_with(lit("%")).fill_null(lit(false));
+
+    // h:mm:ss and mm:ss durations, in seconds
+    let part = |pattern: &str, group: usize| {
+        cell.clone()
+            .str()
+            .extract(lit(pattern.to_string()), group)
+            .cast(DataType::Float64)
+    };
+    let hms = r"^(\d+):(\d{2}):(\d{2})$";
+    let ms = r"^(\d+):(\d{2})$";
+    let hms_value = part(hms, 1) * lit(3600.0) + part(hms, 2) * lit(60.0) + part(hms, 3);
+    let ms_value = part(ms, 1) * lit(60.0) + part(ms, 2);
+
+    // currency signs and codes around the number
+    let mut body = cell
+        .clone()
+        .str()
+        .replace_all(lit(r"^(?:[A-Z]{2,3}\s?)?\p{Sc}?\s*"), lit(""), false)
+        .str()
+        .replace_all(
+            lit(r"[\s%]*(?:\p{Sc}|[A-Z]{3}|руб\.?|р\.)?[\s%]*$"),
+            lit(""),
+            false,
+        );
+    for t in &locale.thousands {
+        body = body.str().replace_all(lit(t.to_string()), lit(""), true);
+    }
+    if locale.decimal == ',' {
+        body = body.str().replace_all(lit(","), lit("."), true);
+    }
+    let number = body.cast(DataType::Float64);
+    let number = when(number.clone().is_finite())
+        .then(number)
+        .otherwise(lit(NULL).cast(DataType::Float64));
+
+    let null = || lit(NULL).cast(DataType::Float64);
+    let value = when(missing.clone().or(censored.clone()))
+        .then(null())
+        .when(hms_value.clone().is_not_null())
+        .then(hms_value)
+        .when(ms_value.clone().is_not_null())
+        .then(ms_value)
+        .when(percent)
+        .then(number.clone() / lit(100.0))
+        .otherwise(number);
+    let bad = missing
+        .not()
+        .and(censored.clone().not())
+        .and(value.clone().is_null());
+    (value, bad, censored)
+}
+
+/// The number in `text` by the same rules as [`number_expr`]; `None` for no number.
+pub fn parse_number(text: &str, locale: &NumberLocale) -> Option<f64> {
+    let cell = text.trim();
+    if cell.is_empty() || PLACEHOLDERS.contains(&cell) || cell.starts_with(['<', '>']) {
+        return None;
+    }
+    let parts: Vec<&str> = cell.split(':').collect();
+    if parts.len() >= 2
+        && parts.len() <= 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+    {
+        let numbers: Vec<f64> = parts.iter().map(|p| p.parse().unwrap_or(0.0)).collect();
+        return Some(numbers.iter().fold(0.0, |acc, n| acc * 60.0 + n));
+    }
+    let percent = cell.ends_with('%');
+    let body: String = cell
+        .chars()
+        .filter(|c| {
+            c.is_ascii_digit()
+                || *c == locale.decimal
+                || *c == '-'
+                || *c == '+'
+                || *c == 'e'
+                || *c == 'E'
+        })
+        .filter(|c| !locale.thousands.contains(c))
+        .map(|c| if c == locale.decimal { '.' } else { c })
+        .collect();
+    let value: f64 = body.parse().ok()?;
+    value
+        .is_finite()
+        .then_some(if percent { value / 100.0 } else { value })
+}
+
+/// How one date cell is read.
+#[derive(Debug, Clone)]
+pub struct DateFormat {
+    pub format: String,
+    has_time: bool,
+    has_offset: bool,
+    utc_literal: bool,
+}
+
+/// Date formats tried, in order, when none is configured; ambiguous ones are never guessed.
+pub const DATE_FORMATS: &[&str] = &[
+    "%Y-%m-%d",
+    "%Y%m%d",
+    "%d.%m.%Y",
+    "%Y/%m/%d",
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%dT%H:%M:%SZ",
+    "%Y-%m-%dT%H:%M:%S%.fZ",
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M:%S%:z",
+    "%Y-%m-%dT%H:%M:%S%.f%:z",
+    "%Y-%m-%d %H:%M:%S%:z",
+    "%d.%m.%Y %H:%M:%S",
+    "%d.%m.%Y %H:%M",
+    "%B %d, %Y",
+    "%b %d, %Y",
+];
+
+impl DateFormat {
+    pub fn new(format: &str) -> Result<DateFormat, String> {
+        use chrono::format::{Item, StrftimeItems};
+        if StrftimeItems::new(format).any(|item| matches!(item, Item::Error)) {
+            return Err(format!("`{format}` is not a valid date format"));
+        }
+        let has = |specs: &[&str]| specs.iter().any(|s| format.contains(s));
+        let has_date =
+            has(&["%Y", "%y", "%C"]) && has(&["%m", "%b", "%B", "%h"]) && has(&["%d", "%e"])
+                || has(&["%F", "%D", "%x", "%s"])
+                || has(&["%Y"]) && has(&["%j"]);
+        if !has_date {
+            return Err(format!(
+                "`{format}` does not give a full date (year, month and day)"
+            ));
+        }
+        Ok(DateFormat {
+            format: format.to_string(),
+            has_time: has(&["%H", "%I", "%M", "%S", "%T", "%R", "%s"]),
+            has_offset: has(&["%z", "%:z", "%#z", "%Z"]),
+            utc_literal: format.ends_with('Z'),
+        })
+    }
+
+    /// The calendar day of `text` in `tz`; timestamps without an offset are taken in
+    /// `naive_zone` (UTC for a literal `Z` suffix).
+    pub fn day(
+        &self,
+        text: &str,
+        tz: chrono_tz::Tz,
+        naive_zone: chrono_tz::Tz,
+    ) -> Option<NaiveDate> {
+        let text = text.trim();
+        if self.has_offset {
+            let at = DateTime::parse_from_str(text, &self.format).ok()?;
+            return Some(at.with_timezone(&tz).date_naive());
+        }
+        if !self.has_time {
+            return NaiveDate::parse_from_str(text, &self.format).ok();
+        }
+        let naive = NaiveDateTime::parse_from_str(text, &self.format).ok()?;
+        let zone = if self.utc_literal {
+            chrono_tz::UTC
+        } else {
+            naive_zone
+        };
+        if zone == tz {
+            return Some(naive.date());
+        }
+        // a local time inside a DST gap is read as the first valid instant after it
+        let at = zone.from_local_datetime(&naive).earliest().or_else(|| {
+            zone.from_local_datetime(&(naive + chrono::TimeDelta::hours(1)))
+                .earliest()
+        })?;
+        Some(at.with_timezone(&tz).date_naive())
+    }
+}
+
+/// The first unambiguous format that reads nearly all of `cells`.
+pub fn detect_date_format<'a>(
+    cells: impl Iterator<Item = &'a str>,
+    tz: chrono_tz::Tz,
+) -> Option<DateFormat> {
+    let sample: Vec<&str> = cells.filter(|c| !c.trim().is_empty()).take(200).collect();
+    if sample.is_empty() {
+        return None;
+    }
+    DATE_FORMATS
+        .iter()
+        .filter_map(|f| DateFormat::new(f).ok())
+        .find(|format| {
+            sample
+                .iter()
+                .filter(|s| format.day(s, tz, tz).is_some())
+                .count()
+                * 10
+                >= sample.len() * 9
+        })
+}
+
+const EPOCH: NaiveDate = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap();
+
+/// Days since 1970-01-01.
+pub fn day_number(day: NaiveDate) -> i32 {
+    (day - EPOCH).num_days() as i32
+}
+
+pub fn day_from_number(n: i32) -> NaiveDate {
+    EPOCH + chrono::TimeDelta::days(n as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (cell, decimal mark, expected value)
+    const CASES: &[(&str, char, Option<f64>)] = &[
+        ("1,204", '.', Some(1204.0)),
+        ("12,345.67", '.', Some(12345.67)),
+        ("1 234,56", ',', Some(1234.56)),
+        ("12\u{a0}480", ',', Some(12480.0)),
+        ("1\u{202f}234,56", ',', Some(1234.56)),
+        ("2.546", ',', Some(2546.0)),
+        ("9.38%", '.', Some(0.0938)),
+        ("99,88%", ',', Some(0.9988)),
+        ("US$ 1.234,50", ',', Some(1234.5)),
+        ("1 234,56 ₽", ',', Some(1234.56)),
+        ("4 372,20", ',', Some(4372.2)),
+        ("00:01:35", '.', Some(95.0)),
+        ("0:01:34", '.', Some(94.0)),
+        ("--", '.', None),
+        (" --", '.', None),
+        ("N/A", '.', None),
+        ("#DIV/0!", '.', None),
+        ("< 10%", '.', None),
+        ("> 90%", '.', None),
+        ("<1", '.', None),
+        ("0", '.', Some(0.0)),
+        ("-5.5", '.', Some(-5.5)),
+        ("abc", '.', None),
+        ("1e400", '.', None),
+    ];
+
+    fn polars_values(cells: &[&str], locale: &NumberLocale) -> Vec<Option<f64>> {
+        let frame = df!("c" => cells).unwrap();
+        let (value, _, _) = number_expr(col("c"), locale);
+        let out = frame.lazy().select([value.alias("v")]).collect().unwrap();
+        out.column("v").unwrap().f64().unwrap().iter().collect()
+    }
+
+    #[test]
+    fn polars_and_rust_rules_agree_on_every_case() {
+        for (cell, decimal, expected) in CASES {
+            let locale = NumberLocale::new(*decimal, None);
+
+            let rust = parse_number(cell, &locale);
+            let vectorised = polars_values(&[cell], &locale)[0];
+
+            let close = |v: Option<f64>| match (v, expected) {
+                (Some(a), Some(b)) => (a - b).abs() < 1e-9,
+                (None, None) => true,
+                _ => false,
+            };
+            assert!(
+                close(rust),
+                "rust: {cell:?} -> {rust:?}, expected {expected:?}"
+            );
+            assert!(
+                close(vectorised),
+                "polars: {cell:?} -> {vectorised:?}, expected {expected:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unambiguous_cells_vote_for_a_decimal_mark() {
+        let mut votes = Votes::default();
+        for cell in ["2.546", "449", "40.0.2214.111", "99,88%", "1,15"] {
+            votes.add(cell);
+        }
+
+        assert_eq!(votes.decision(), Some(','));
+        assert_eq!(vote("1,204"), None, "fits both readings");
+        assert_eq!(vote("12,345.67"), Some('.'));
+        assert_eq!(vote("1.234.567"), Some(','));
+        assert_eq!(vote("US$ 0,00"), Some(','));
+    }
+
+    #[test]
+    fn utc_timestamps_become_local_days_across_dst() {
+        let berlin: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
+        let format = DateFormat::new("%Y-%m-%dT%H:%M:%SZ").unwrap();
+
+        let day = |s: &str| format.day(s, berlin, berlin).unwrap().to_string();
+
+        assert_eq!(day("2024-03-30T22:30:00Z"), "2024-03-30");
+        assert_eq!(day("2024-03-30T23:30:00Z"), "2024-03-31");
+        assert_eq!(day("2024-03-31T21:30:00Z"), "2024-03-31");
+        assert_eq!(day("2024-03-31T22:30:00Z"), "2024-04-01");
+    }
+
+    #[test]
+    fn formats_without_a_full_date_are_refused() {
+        assert!(DateFormat::new("%H:%M").is_err());
+        assert!(DateFormat::new("%d.%m").is_err());
+        assert!(DateFormat::new("%d-%m-%Y").is_ok());
+        assert!(DateFormat::new("%m/%d/%y").is_ok());
+    }
+}

@@ -1,0 +1,1239 @@
+//! CSV and TSV exports: a file or a glob of files, streamed in chunks through polars and
+//! summed to daily points.
+//!
+//! A file goes through these steps: pick the encoding and decode as it streams
+//! ([`layout::choose_encoding`]); find the delimiter and the comment preamble
+//! ([`layout::sniff`]); find the header among the first records by the columns the connector
+//! needs (title lines, date-range lines and other tables before it are skipped and reported);
+//! read data rows until the table ends, setting aside totals rows (used to check the sums),
+//! ragged rows and undecodable rows; clean each chunk of rows with polars expressions
+//! ([`clean`]) and sum it by day and dimensions; finally merge the chunk sums into points.
+//! Memory stays bounded by the chunk size and the number of (day, dimensions) groups.
+
+pub mod clean;
+pub mod layout;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{BufReader, Cursor, Read};
+use std::path::{Path, PathBuf};
+
+use chrono::NaiveDate;
+use polars::prelude::*;
+use serde::Deserialize;
+
+use super::{ConnectorError, Extract, Point, RejectedRow, SkippedLine, Source};
+use crate::okr::{DateValue, OneOrMany};
+pub use clean::{DateFormat, day_from_number, day_number};
+use clean::{NumberLocale, Votes, number_expr, parse_number};
+
+pub use clean::PLACEHOLDERS;
+
+/// Rows cleaned by polars at a time.
+const CHUNK_ROWS: usize = 65_536;
+/// Records looked at for the header before giving up.
+const HEADER_SEARCH: usize = 1000;
+/// Skipped lines kept for the preview (the count is always exact).
+const SKIPPED_KEPT: usize = 50;
+
+/// A `type = "csv"` connector file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvConfig {
+    /// Always `csv` here.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A file or a glob (`data/ads_*.csv`), relative to the project directory.
+    pub path: String,
+    /// IANA time zone of the export's days (default: the scoring time zone).
+    pub timezone: Option<String>,
+    /// What the source is, for people.
+    pub description: Option<String>,
+    /// Cron schedule for `krscore run` (used by the service).
+    pub schedule: Option<String>,
+    /// How the file is written; every key is detected when absent.
+    #[serde(default)]
+    pub format: CsvFormat,
+    /// Which column holds the day, or the period a report without one covers.
+    #[serde(default)]
+    pub date: DateConfig,
+    /// Dimension name = column name (or a list of names an export has used for it).
+    #[serde(default)]
+    pub dimensions: BTreeMap<String, OneOrMany>,
+    /// Dimension name = fixed value for every point of this connector.
+    #[serde(default)]
+    pub constants: BTreeMap<String, String>,
+    /// Metrics read from the file.
+    #[serde(default)]
+    pub metrics: Vec<MetricColumn>,
+    /// Which of the metrics are counters (filled from the catalogue): totals rows are checked
+    /// against their sums.
+    #[serde(skip)]
+    pub counters: BTreeSet<String>,
+}
+
+/// `[format]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvFormat {
+    /// `,` `;` `|` or `\t` (also `tab`); detected when absent.
+    pub delimiter: Option<String>,
+    /// `auto` (default: a BOM, else UTF-8), `utf-8`, `windows-1251`, `utf-16le`, ...
+    pub encoding: Option<String>,
+    /// With `auto`: the encoding of files that are not UTF-8 and have no BOM.
+    pub fallback_encoding: Option<String>,
+    /// Decimal mark, `.` or `,`; detected per column when absent.
+    pub decimal: Option<String>,
+    /// Thousands separator(s), such as `,` or `.`; spaces are always accepted.
+    pub thousands: Option<String>,
+    /// Lines before the header row; by default comment lines are skipped and the header is
+    /// found by the columns the connector needs.
+    pub skip_lines: Option<usize>,
+    /// In a file with several tables separated by blank lines, read this one (1 = first);
+    /// by default the first whose header has the needed columns.
+    pub table: Option<usize>,
+}
+
+/// `[date]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DateConfig {
+    /// The column holding the date or timestamp (or the names it has had). Without one, the
+    /// report covers one period: `start`/`end` below, or the period its preamble states.
+    pub column: Option<OneOrMany>,
+    /// chrono format such as `%d.%m.%Y` or `%Y-%m-%dT%H:%M:%SZ`; detected among unambiguous
+    /// formats when absent.
+    pub format: Option<String>,
+    /// Time zone of timestamps without an offset (default: the connector's; a trailing `Z`
+    /// means UTC). Days are always days in the connector's time zone.
+    pub timestamps_in: Option<String>,
+    /// First day of the period a report without a date column covers.
+    pub start: Option<DateValue>,
+    /// Last day of that period.
+    pub end: Option<DateValue>,
+}
+
+/// `[[metrics]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricColumn {
+    /// A counter or gauge of `config/metrics.toml`.
+    pub name: String,
+    /// The column holding the value (or the names it has had: `["Conversions", "Key events"]`).
+    pub column: Option<OneOrMany>,
+    /// `rows`: each row counts one (for exports with a row per lead, order or answer).
+    pub count: Option<String>,
+    /// Only rows whose cells match feed the metric: a value, a list of values, or a numeric
+    /// range `{ min = 9, max = 10 }` on the cell's leading number (`10 - Extremely likely`).
+    #[serde(rename = "where", default)]
+    pub filter: BTreeMap<String, CellFilter>,
+    /// Multiply values by this (e.g. `0.000001` for money in micros).
+    pub scale: Option<f64>,
+    /// Multiply by another column first (average position x impressions), so a derived
+    /// metric can divide the sums back into a weighted average.
+    pub times: Option<String>,
+}
+
+/// A condition on a raw cell.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum CellFilter {
+    Range { min: Option<f64>, max: Option<f64> },
+    Values(OneOrMany),
+}
+
+impl CsvConfig {
+    /// The files the glob matches, sorted by name.
+    pub fn files(&self, project_dir: &Path) -> Result<Vec<PathBuf>, String> {
+        let pattern = project_dir.join(&self.path);
+        let pattern = pattern.to_string_lossy();
+        let paths = glob::glob(&pattern).map_err(|err| format!("bad path pattern: {err}"))?;
+        let mut files: Vec<PathBuf> = paths
+            .filter_map(Result::ok)
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+        Ok(files)
+    }
+
+    fn delimiter(&self) -> Option<u8> {
+        self.format.delimiter.as_deref().and_then(parse_delimiter)
+    }
+}
+
+/// `,` `;` `|` `\t` / `tab` as a byte.
+pub fn parse_delimiter(text: &str) -> Option<u8> {
+    match text {
+        "\\t" | "\t" | "tab" => Some(b'\t'),
+        s if s.len() == 1 && s.is_ascii() => Some(s.as_bytes()[0]),
+        _ => None,
+    }
+}
+
+impl Source for CsvConfig {
+    fn extract(
+        &self,
+        project_dir: &Path,
+        timezone: chrono_tz::Tz,
+    ) -> Result<Extract, ConnectorError> {
+        let files = self.files(project_dir).map_err(ConnectorError::Source)?;
+        if files.is_empty() {
+            return Err(ConnectorError::Source(format!(
+                "no file matches `{}`",
+                self.path
+            )));
+        }
+
+        let mut extract = Extract::default();
+        for file in &files {
+            let shown = file
+                .strip_prefix(project_dir)
+                .unwrap_or(file)
+                .display()
+                .to_string();
+            let one = read_file(self, file, &shown, timezone)?;
+
+            // a later file restates the days it covers
+            let overlap: BTreeSet<NaiveDate> =
+                one.days.intersection(&extract.days).copied().collect();
+            if !overlap.is_empty() {
+                extract.points.retain(|p| !overlap.contains(&p.day));
+                extract.warnings.push(format!(
+                    "{shown} covers {} day(s) already read from earlier files ({}..{}); \
+                     its numbers replace theirs",
+                    overlap.len(),
+                    overlap.first().unwrap(),
+                    overlap.last().unwrap()
+                ));
+            }
+            extract.points.extend(one.points);
+            extract.days.extend(one.days);
+            extract.rows_read += one.rows_read;
+            extract.rows_loaded += one.rows_read - one.rejected.len() as u64;
+            extract.rows_skipped += one.rows_skipped;
+            extract.rejected.extend(one.rejected);
+            extract.skipped.extend(one.skipped);
+            extract.warnings.extend(one.warnings);
+            extract.sources.push(shown);
+        }
+        Ok(extract)
+    }
+}
+
+struct FileRead {
+    points: Vec<Point>,
+    days: BTreeSet<NaiveDate>,
+    rows_read: u64,
+    rows_skipped: u64,
+    rejected: Vec<RejectedRow>,
+    skipped: Vec<SkippedLine>,
+    warnings: Vec<String>,
+}
+
+fn source_err(shown: &str, message: impl std::fmt::Display) -> ConnectorError {
+    ConnectorError::Source(format!("{shown}: {message}"))
+}
+
+fn frame_err(context: String) -> impl FnOnce(PolarsError) -> ConnectorError {
+    move |source| ConnectorError::Frame { context, source }
+}
+
+/// Where each needed column is in the header.
+struct Columns {
+    date: Option<usize>,
+    dims: Vec<(String, usize)>,
+    /// Distinct source columns of metric values, `times` and `where`, by header index.
+    sources: Vec<usize>,
+    header: Vec<String>,
+}
+
+impl Columns {
+    fn source_slot(&self, index: usize) -> usize {
+        self.sources
+            .iter()
+            .position(|i| *i == index)
+            .expect("source column registered")
+    }
+}
+
+fn find_column(header: &[String], names: &[String]) -> Option<usize> {
+    names
+        .iter()
+        .find_map(|n| header.iter().position(|h| h == n.trim()))
+}
+
+fn names(value: &OneOrMany) -> Vec<String> {
+    value.values()
+}
+
+/// Per-file reading state.
+struct FileState<'a> {
+    config: &'a CsvConfig,
+    shown: &'a str,
+    columns: Columns,
+    timezone: chrono_tz::Tz,
+    naive_zone: chrono_tz::Tz,
+    date_format: Option<DateFormat>,
+    fixed_period: Option<(NaiveDate, NaiveDate)>,
+    date_cache: HashMap<String, Option<i32>>,
+    locales: Option<Vec<NumberLocale>>,
+    column_votes: Vec<Votes>,
+    file_votes: Votes,
+    partials: Vec<DataFrame>,
+    rejected: Vec<RejectedRow>,
+    censored_cells: u64,
+    delimiter: char,
+}
+
+/// Rows waiting to be cleaned, as polars string columns (no allocation per cell).
+struct Chunk {
+    lines: Vec<i64>,
+    date: StringChunkedBuilder,
+    dims: Vec<StringChunkedBuilder>,
+    sources: Vec<StringChunkedBuilder>,
+    raw: StringChunkedBuilder,
+}
+
+impl Chunk {
+    fn new(dims: usize, sources: usize) -> Chunk {
+        let builder = |name: String| StringChunkedBuilder::new(name.into(), CHUNK_ROWS);
+        Chunk {
+            lines: Vec::with_capacity(CHUNK_ROWS),
+            date: builder("__date".into()),
+            dims: (0..dims).map(|i| builder(format!("__d{i}"))).collect(),
+            sources: (0..sources).map(|i| builder(format!("__c{i}"))).collect(),
+            raw: builder("__raw".into()),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    fn push_cell(builder: &mut StringChunkedBuilder, cell: Option<&str>) {
+        match cell {
+            Some(c) => builder.append_value(c),
+            None => builder.append_null(),
+        }
+    }
+}
+
+fn read_file(
+    config: &CsvConfig,
+    path: &Path,
+    shown: &str,
+    timezone: chrono_tz::Tz,
+) -> Result<FileRead, ConnectorError> {
+    let open = || {
+        std::fs::File::open(path).map_err(|err| source_err(shown, format!("cannot read: {err}")))
+    };
+    let mut warnings = Vec::new();
+
+    // encoding from the first bytes
+    let mut head = Vec::with_capacity(layout::SNIFF_BYTES);
+    open()?
+        .take(layout::SNIFF_BYTES as u64)
+        .read_to_end(&mut head)
+        .map_err(|err| source_err(shown, format!("cannot read: {err}")))?;
+    let at_eof = head.len() < layout::SNIFF_BYTES;
+    let (encoding, warning) = layout::choose_encoding(
+        &head,
+        config.format.encoding.as_deref(),
+        config.format.fallback_encoding.as_deref(),
+        at_eof,
+    )
+    .map_err(|message| source_err(shown, message))?;
+    warnings.extend(warning.map(|w| format!("{shown}: {w}")));
+
+    // dialect from the first decoded lines
+    let mut decoded = layout::decoder(BufReader::new(open()?), encoding);
+    let mut head_text = Vec::with_capacity(layout::SNIFF_BYTES);
+    (&mut decoded)
+        .take(layout::SNIFF_BYTES as u64)
+        .read_to_end(&mut head_text)
+        .map_err(|err| {
+            source_err(
+                shown,
+                format!("cannot decode as {}: {err}", encoding.name()),
+            )
+        })?;
+    let complete = head_text
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(head_text.len(), |i| i + 1);
+    let sniff_text = String::from_utf8_lossy(&head_text[..complete]).into_owned();
+    let dialect = layout::sniff(&sniff_text, config.delimiter(), config.format.skip_lines);
+    tracing::debug!(
+        file = shown,
+        encoding = encoding.name(),
+        delimiter = %(dialect.delimiter as char).escape_default(),
+        comment_lines = dialect.skip_lines,
+        "reading CSV"
+    );
+    let mut skipped: Vec<SkippedLine> = dialect
+        .skipped
+        .iter()
+        .enumerate()
+        .map(|(i, text)| SkippedLine {
+            location: format!("{shown}:{}", i + 1),
+            reason: "preamble".into(),
+            text: text.clone(),
+        })
+        .collect();
+    let mut rows_skipped = dialect.skip_lines as u64;
+    let body =
+        Cursor::new(head_text[dialect.skip_bytes.min(head_text.len())..].to_vec()).chain(decoded);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .delimiter(dialect.delimiter)
+        .from_reader(body);
+    let line_offset = dialect.skip_lines as u64;
+
+    // the header: the first record with the needed columns, or the first of the chosen table
+    let date_names: Vec<String> = config.date.column.as_ref().map(names).unwrap_or_default();
+    let metric_names: Vec<String> = config
+        .metrics
+        .iter()
+        .filter_map(|m| m.column.as_ref())
+        .flat_map(names)
+        .collect();
+    let mut record = csv::StringRecord::new();
+    let mut preamble_text: Vec<String> = dialect.skipped.clone();
+    let mut block = 1usize;
+    let mut expected_line: Option<u64> = None;
+    let mut header: Option<(Vec<String>, u64)> = None;
+    for _ in 0..HEADER_SEARCH {
+        let more = reader
+            .read_record(&mut record)
+            .map_err(|err| source_err(shown, err))?;
+        if !more {
+            break;
+        }
+        let line = record.position().map_or(0, |p| p.line()) + line_offset;
+        let blank = record.iter().all(|c| c.trim().is_empty());
+        if expected_line.is_some_and(|e| line > e) || blank {
+            block += 1;
+        }
+        expected_line = Some(line + 1 + newlines(&record));
+        if blank {
+            continue;
+        }
+        let cells: Vec<&str> = record.iter().collect();
+        let trimmed: Vec<&str> = cells
+            .iter()
+            .map(|c| c.trim().trim_start_matches('\u{feff}'))
+            .collect();
+        let is_header = match config.format.table {
+            Some(n) => block == n,
+            None if config.format.skip_lines.is_some() => true,
+            None if !date_names.is_empty() => {
+                trimmed.iter().any(|c| date_names.iter().any(|n| n == c))
+            }
+            None => trimmed.iter().any(|c| metric_names.iter().any(|n| n == c)),
+        };
+        if is_header {
+            let (names, renamed) = layout::unique_headers(&cells);
+            for r in renamed {
+                warnings.push(format!("{shown}:{line}: {r}"));
+            }
+            header = Some((names, line));
+            break;
+        }
+        let text = cells.join(&(dialect.delimiter as char).to_string());
+        preamble_text.push(text.clone());
+        rows_skipped += 1;
+        if skipped.len() < SKIPPED_KEPT {
+            skipped.push(SkippedLine {
+                location: format!("{shown}:{line}"),
+                reason: "before the header".into(),
+                text,
+            });
+        }
+    }
+    let Some((header, header_line)) = header else {
+        let wanted = if date_names.is_empty() {
+            &metric_names
+        } else {
+            &date_names
+        };
+        return Err(source_err(
+            shown,
+            format!(
+                "no header with column {} in the first {HEADER_SEARCH} records{}",
+                wanted
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+                if preamble_text.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; the file starts with: {}",
+                        preamble_text
+                            .iter()
+                            .take(3)
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(" | ")
+                    )
+                }
+            ),
+        ));
+    };
+
+    // every needed column must exist
+    let mut missing = Vec::new();
+    let mut want = |label: &str, names: &[String]| -> Option<usize> {
+        let found = find_column(&header, names);
+        if found.is_none() {
+            let hint = names.first().and_then(|n| {
+                crate::project::problem::closest(n, header.iter().map(String::as_str))
+            });
+            missing.push(format!(
+                "{label} `{}`{}",
+                names.join("` / `"),
+                hint.map(|h| format!(" (did you mean `{h}`?)"))
+                    .unwrap_or_default()
+            ));
+        }
+        found
+    };
+    let date = if date_names.is_empty() {
+        None
+    } else {
+        want("date column", &date_names)
+    };
+    let mut dims = Vec::new();
+    for (name, columns) in &config.dimensions {
+        if let Some(i) = want("dimension column", &names(columns)) {
+            dims.push((name.clone(), i));
+        }
+    }
+    let mut sources: Vec<usize> = Vec::new();
+    for metric in &config.metrics {
+        let mut needed: Vec<(String, Vec<String>)> = Vec::new();
+        if let Some(column) = &metric.column {
+            needed.push(("column".into(), names(column)));
+        }
+        if let Some(times) = &metric.times {
+            needed.push(("column".into(), vec![times.clone()]));
+        }
+        for column in metric.filter.keys() {
+            needed.push(("column".into(), vec![column.clone()]));
+        }
+        for (label, names) in needed {
+            if let Some(i) = want(&label, &names)
+                && !sources.contains(&i)
+            {
+                sources.push(i);
+            }
+        }
+    }
+    if !missing.is_empty() {
+        return Err(source_err(
+            shown,
+            format!(
+                "{} not found; the header on line {header_line} has: {}",
+                missing.join(", "),
+                header.join(", ")
+            ),
+        ));
+    }
+
+    // the period of a report without a date column
+    let fixed_period = if date.is_none() {
+        let configured = match (&config.date.start, &config.date.end) {
+            (Some(s), Some(e)) => s.parse().zip(e.parse()),
+            _ => None,
+        };
+        let period = configured.or_else(|| layout::preamble_period(&preamble_text));
+        match period {
+            Some(p) => Some(p),
+            None => {
+                return Err(source_err(
+                    shown,
+                    "the report has no date column and its preamble states no period; set \
+                     [date] column, or [date] start and end",
+                ));
+            }
+        }
+    } else {
+        None
+    };
+
+    let naive_zone = config
+        .date
+        .timestamps_in
+        .as_deref()
+        .and_then(|z| z.parse().ok())
+        .unwrap_or(timezone);
+    let date_format = match &config.date.format {
+        Some(f) => Some(DateFormat::new(f).map_err(|m| source_err(shown, m))?),
+        None => None,
+    };
+    let columns = Columns {
+        date,
+        dims,
+        sources,
+        header,
+    };
+    let mut state = FileState {
+        config,
+        shown,
+        timezone,
+        naive_zone,
+        date_format,
+        fixed_period,
+        date_cache: HashMap::new(),
+        locales: None,
+        column_votes: vec![Votes::default(); columns.sources.len()],
+        file_votes: Votes::default(),
+        partials: Vec::new(),
+        rejected: Vec::new(),
+        censored_cells: 0,
+        delimiter: dialect.delimiter as char,
+        columns,
+    };
+
+    // data rows until the table ends
+    let header_len = state.columns.header.len();
+    let key_columns: Vec<usize> = state
+        .columns
+        .date
+        .into_iter()
+        .chain(state.columns.dims.iter().map(|(_, i)| *i))
+        .collect();
+    let needed: Vec<usize> = key_columns
+        .iter()
+        .copied()
+        .chain(state.columns.sources.iter().copied())
+        .collect();
+    let new_chunk = |s: &FileState| Chunk::new(s.columns.dims.len(), s.columns.sources.len());
+    let mut chunk = new_chunk(&state);
+    let mut rows_read = 0u64;
+    let mut totals: Vec<(u64, Vec<String>)> = Vec::new();
+    let mut stated_rows: Option<(u64, u64)> = None;
+    let mut ended_at: Option<u64> = None;
+    let mut expected_line = header_line + 1;
+    let mut after_table = 0u64;
+    let mut raw = String::new();
+    loop {
+        let more = reader
+            .read_record(&mut record)
+            .map_err(|err| source_err(shown, err))?;
+        if !more {
+            break;
+        }
+        let line = record.position().map_or(0, |p| p.line()) + line_offset;
+        if ended_at.is_some() {
+            after_table += 1;
+            continue;
+        }
+        let blank = record.iter().all(|c| c.trim().is_empty());
+        if line > expected_line || (blank && record.len() <= 1) {
+            ended_at = Some(line);
+            after_table += 1;
+            continue;
+        }
+        expected_line = line + 1 + newlines(&record);
+        raw.clear();
+        for (i, cell) in record.iter().enumerate() {
+            if i > 0 {
+                raw.push(state.delimiter);
+            }
+            raw.push_str(cell);
+        }
+        let mut skip = |reason: &str, raw: &str| {
+            rows_skipped += 1;
+            if skipped.len() < SKIPPED_KEPT {
+                skipped.push(SkippedLine {
+                    location: format!("{shown}:{line}"),
+                    reason: reason.into(),
+                    text: raw.to_string(),
+                });
+            }
+        };
+        if blank {
+            skip("empty row", &raw);
+            continue;
+        }
+        let cells: Vec<&str> = record.iter().collect();
+        if let Some(count) = layout::stated_row_count(&cells) {
+            stated_rows = Some((count, line));
+            skip("row count line", &raw);
+            continue;
+        }
+        let first = cells
+            .iter()
+            .find(|c| !c.trim().is_empty())
+            .copied()
+            .unwrap_or_default();
+        let keys_empty = key_columns
+            .iter()
+            .all(|i| cells.get(*i).is_none_or(|c| c.trim().is_empty()));
+        if layout::is_totals_row(first, keys_empty, !key_columns.is_empty()) {
+            totals.push((line, cells.iter().map(|c| c.to_string()).collect()));
+            skip("totals row", &raw);
+            continue;
+        }
+
+        rows_read += 1;
+        let reject = |reason: String| RejectedRow {
+            location: format!("{shown}:{line}"),
+            line: Some(line as i64),
+            reason,
+            raw: raw.clone(),
+        };
+        if cells.len() > header_len && cells[header_len..].iter().any(|c| !c.trim().is_empty()) {
+            let extra: Vec<&str> = cells[header_len..]
+                .iter()
+                .filter(|c| !c.trim().is_empty())
+                .copied()
+                .collect();
+            state.rejected.push(reject(format!(
+                "row has {} cells but the header has {header_len}: extra `{}`",
+                cells.len(),
+                extra.join("`, `")
+            )));
+            continue;
+        }
+        if needed
+            .iter()
+            .any(|i| cells.get(*i).is_some_and(|c| c.contains('\u{fffd}')))
+        {
+            state.rejected.push(reject(format!(
+                "bytes that are not valid {} text",
+                encoding.name()
+            )));
+            continue;
+        }
+
+        if state.locales.is_none() {
+            for cell in &cells {
+                state.file_votes.add(cell);
+            }
+            for (slot, i) in state.columns.sources.iter().enumerate() {
+                if let Some(cell) = cells.get(*i) {
+                    state.column_votes[slot].add(cell);
+                }
+            }
+        }
+        chunk.lines.push(line as i64);
+        Chunk::push_cell(
+            &mut chunk.date,
+            state.columns.date.and_then(|i| cells.get(i).copied()),
+        );
+        for (slot, (_, i)) in state.columns.dims.iter().enumerate() {
+            Chunk::push_cell(&mut chunk.dims[slot], cells.get(*i).copied());
+        }
+        for (slot, i) in state.columns.sources.iter().enumerate() {
+            Chunk::push_cell(&mut chunk.sources[slot], cells.get(*i).copied());
+        }
+        chunk.raw.append_value(&raw);
+        if chunk.len() >= CHUNK_ROWS {
+            let full = std::mem::replace(&mut chunk, new_chunk(&state));
+            state.process(full)?;
+        }
+    }
+    if chunk.len() > 0 {
+        state.process(chunk)?;
+    }
+    if after_table > 0 {
+        rows_skipped += after_table;
+        if skipped.len() < SKIPPED_KEPT + 1 {
+            skipped.push(SkippedLine {
+                location: format!("{shown}:{}", ended_at.unwrap_or(0)),
+                reason: format!("after the table: {after_table} more record(s), not read"),
+                text: String::new(),
+            });
+        }
+    }
+    if state.censored_cells > 0 {
+        warnings.push(format!(
+            "{shown}: {} censored cell(s) such as `< 10%` read as missing",
+            state.censored_cells
+        ));
+    }
+    if let Some((count, line)) = stated_rows
+        && count != rows_read
+    {
+        warnings.push(format!(
+            "{shown}:{line}: the file says {count} rows, {rows_read} were read"
+        ));
+    }
+
+    let (points, days) = state.finish()?;
+    check_totals(&state, &totals, &points, &mut warnings);
+    Ok(FileRead {
+        points,
+        days,
+        rows_read,
+        rows_skipped,
+        rejected: std::mem::take(&mut state.rejected),
+        skipped,
+        warnings,
+    })
+}
+
+fn newlines(record: &csv::StringRecord) -> u64 {
+    record.iter().map(|c| c.matches('\n').count() as u64).sum()
+}
+
+/// Where a metric's cells are among the chunk's source columns.
+struct MetricSlots {
+    value: Option<usize>,
+    times: Option<usize>,
+    filters: Vec<(usize, CellFilter)>,
+}
+
+impl FileState<'_> {
+    fn slots(&self, metric: &MetricColumn) -> MetricSlots {
+        let slot = |names: &[String]| {
+            find_column(&self.columns.header, names).map(|i| self.columns.source_slot(i))
+        };
+        MetricSlots {
+            value: metric.column.as_ref().and_then(|c| slot(&names(c))),
+            times: metric
+                .times
+                .as_ref()
+                .and_then(|t| slot(std::slice::from_ref(t))),
+            filters: metric
+                .filter
+                .iter()
+                .filter_map(|(column, f)| {
+                    slot(std::slice::from_ref(column)).map(|s| (s, f.clone()))
+                })
+                .collect(),
+        }
+    }
+
+    fn decide_locales(&mut self) {
+        let configured = self
+            .config
+            .format
+            .decimal
+            .as_deref()
+            .and_then(|d| d.chars().next());
+        let by_delimiter = if self.delimiter == ';' { ',' } else { '.' };
+        let thousands = self.config.format.thousands.as_deref();
+        let locales: Vec<NumberLocale> = self
+            .column_votes
+            .iter()
+            .enumerate()
+            .map(|(slot, votes)| {
+                let decimal = configured
+                    .or(votes.decision())
+                    .or(self.file_votes.decision())
+                    .unwrap_or(by_delimiter);
+                let column = &self.columns.header[self.columns.sources[slot]];
+                tracing::debug!(file = self.shown, column = %column, decimal = %decimal, "number locale");
+                NumberLocale::new(decimal, thousands)
+            })
+            .collect();
+        self.locales = Some(locales);
+    }
+
+    /// Cleans one chunk: rejects what cannot be read and sums the rest by day and dimensions.
+    fn process(&mut self, mut chunk: Chunk) -> Result<(), ConnectorError> {
+        let shown = self.shown;
+        if self.locales.is_none() {
+            self.decide_locales();
+        }
+        let rows = chunk.len();
+        let date_cells = chunk.date.finish();
+        let days: Vec<Option<i32>> = match self.fixed_period {
+            Some((start, _)) => vec![Some(day_number(start)); rows],
+            None => {
+                if self.date_format.is_none() {
+                    let detected =
+                        clean::detect_date_format(date_cells.iter().flatten(), self.timezone);
+                    let sample = date_cells
+                        .iter()
+                        .flatten()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
+                    let column = self
+                        .columns
+                        .date
+                        .map(|i| self.columns.header[i].clone())
+                        .unwrap_or_default();
+                    self.date_format = Some(detected.ok_or_else(|| {
+                        source_err(
+                            shown,
+                            format!(
+                                "cannot tell the date format of column `{column}` (for example \
+                                 `{sample}`); set [date] format, such as \"%d/%m/%Y\""
+                            ),
+                        )
+                    })?);
+                }
+                let format = self.date_format.as_ref().expect("decided above");
+                if self.date_cache.len() > 200_000 {
+                    self.date_cache.clear();
+                }
+                date_cells
+                    .iter()
+                    .map(|cell| {
+                        let cell = cell?;
+                        if let Some(day) = self.date_cache.get(cell) {
+                            return *day;
+                        }
+                        let day = format
+                            .day(cell, self.timezone, self.naive_zone)
+                            .map(day_number);
+                        self.date_cache.insert(cell.to_string(), day);
+                        day
+                    })
+                    .collect()
+            }
+        };
+
+        let mut columns = vec![
+            Column::new("__line".into(), std::mem::take(&mut chunk.lines)),
+            Column::new("__day".into(), days),
+            date_cells.into_column(),
+            chunk.raw.finish().into_column(),
+        ];
+        columns.extend(chunk.dims.into_iter().map(|b| b.finish().into_column()));
+        columns.extend(chunk.sources.into_iter().map(|b| b.finish().into_column()));
+        let frame =
+            DataFrame::new_infer_height(columns).map_err(frame_err(format!("{shown}: chunk")))?;
+
+        // values, bad cells and censored cells per metric
+        let locales = self.locales.clone().expect("decided above");
+        let mut exprs = Vec::new();
+        let mut bads: Vec<(i32, Expr)> = Vec::new();
+        for (i, metric) in self.config.metrics.iter().enumerate() {
+            let slots = self.slots(metric);
+            let condition = slots
+                .filters
+                .iter()
+                .fold(None::<Expr>, |acc, (slot, filter)| {
+                    let c = cell_condition(col(format!("__c{slot}")), filter);
+                    Some(match acc {
+                        Some(a) => a.and(c),
+                        None => c,
+                    })
+                });
+            let null = || lit(NULL).cast(DataType::Float64);
+            let (value, censored) = match slots.value {
+                Some(slot) => {
+                    let (mut value, mut bad, censored) =
+                        number_expr(col(format!("__c{slot}")), &locales[slot]);
+                    if let Some(t) = slots.times {
+                        let (factor, factor_bad, _) =
+                            number_expr(col(format!("__c{t}")), &locales[t]);
+                        value = value * factor;
+                        bads.push((1000 + i as i32, factor_bad.and(bad.clone().not())));
+                    }
+                    value = value * lit(metric.scale.unwrap_or(1.0));
+                    if let Some(c) = &condition {
+                        value = when(c.clone()).then(value).otherwise(null());
+                        bad = bad.and(c.clone());
+                    }
+                    bads.push((i as i32 + 1, bad));
+                    (value, censored)
+                }
+                None => {
+                    let one = match &condition {
+                        Some(c) => when(c.clone()).then(lit(1.0)).otherwise(lit(0.0)),
+                        None => lit(1.0),
+                    };
+                    (one, lit(false))
+                }
+            };
+            exprs.push(value.alias(format!("__m{i}")));
+            exprs.push(censored.cast(DataType::UInt32).alias(format!("__z{i}")));
+        }
+        let mut reason = lit(NULL).cast(DataType::Int32);
+        for (code, bad) in bads.into_iter().rev() {
+            reason = when(bad.fill_null(lit(false)))
+                .then(lit(code))
+                .otherwise(reason);
+        }
+        reason = when(col("__day").is_null())
+            .then(lit(0i32))
+            .otherwise(reason);
+        exprs.push(reason.alias("__reason"));
+        for i in 0..self.columns.dims.len() {
+            exprs.push(
+                col(format!("__d{i}"))
+                    .str()
+                    .strip_chars(lit(NULL))
+                    .alias(format!("__d{i}")),
+            );
+        }
+        let frame = frame
+            .lazy()
+            .with_columns(exprs)
+            .collect()
+            .map_err(frame_err(format!("{shown}: cleaning values")))?;
+
+        self.collect_rejects(&frame)?;
+        let mut keys = vec![col("__day")];
+        keys.extend((0..self.columns.dims.len()).map(|i| col(format!("__d{i}"))));
+        let mut aggs = Vec::new();
+        for i in 0..self.config.metrics.len() {
+            aggs.push(col(format!("__m{i}")).sum().alias(format!("__m{i}")));
+            aggs.push(
+                col(format!("__m{i}"))
+                    .count()
+                    .cast(DataType::UInt64)
+                    .alias(format!("__n{i}")),
+            );
+            aggs.push(
+                col(format!("__z{i}"))
+                    .sum()
+                    .cast(DataType::UInt64)
+                    .alias(format!("__z{i}")),
+            );
+        }
+        let partial = frame
+            .lazy()
+            .filter(col("__reason").is_null())
+            .group_by(keys)
+            .agg(aggs)
+            .collect()
+            .map_err(frame_err(format!("{shown}: aggregating")))?;
+        self.partials.push(partial);
+        Ok(())
+    }
+
+    fn collect_rejects(&mut self, frame: &DataFrame) -> Result<(), ConnectorError> {
+        let err = |what: &str| frame_err(format!("{}: reading {what}", self.shown));
+        let reasons = frame
+            .column("__reason")
+            .and_then(|c| c.i32().cloned())
+            .map_err(err("reasons"))?;
+        if reasons.null_count() == reasons.len() {
+            return Ok(());
+        }
+        let lines = frame
+            .column("__line")
+            .and_then(|c| c.i64().cloned())
+            .map_err(err("lines"))?;
+        let raws = frame
+            .column("__raw")
+            .and_then(|c| c.str().cloned())
+            .map_err(err("rows"))?;
+        let cell = |name: String, row: usize| -> String {
+            frame
+                .column(&name)
+                .ok()
+                .and_then(|c| c.str().ok().and_then(|s| s.get(row).map(str::to_string)))
+                .unwrap_or_default()
+        };
+        for (row, code) in reasons.iter().enumerate() {
+            let Some(code) = code else { continue };
+            let line = lines.get(row).unwrap_or_default();
+            let reason = if code == 0 {
+                let column = self
+                    .columns
+                    .date
+                    .map(|i| self.columns.header[i].clone())
+                    .unwrap_or_default();
+                let value = cell("__date".into(), row);
+                let format = self
+                    .date_format
+                    .as_ref()
+                    .map(|f| f.format.clone())
+                    .unwrap_or_default();
+                if value.trim().is_empty() {
+                    format!("column `{column}`: no date")
+                } else {
+                    format!("column `{column}`: `{value}` does not match date format `{format}`")
+                }
+            } else {
+                let index = if code >= 1000 { code - 1000 } else { code - 1 } as usize;
+                let metric = &self.config.metrics[index];
+                let slots = self.slots(metric);
+                let slot = if code >= 1000 {
+                    slots.times
+                } else {
+                    slots.value
+                }
+                .unwrap_or(0);
+                let column = &self.columns.header[self.columns.sources[slot]];
+                format!(
+                    "column `{column}`: `{}` is not a number",
+                    cell(format!("__c{slot}"), row)
+                )
+            };
+            self.rejected.push(RejectedRow {
+                location: format!("{}:{line}", self.shown),
+                line: Some(line),
+                reason,
+                raw: raws.get(row).unwrap_or_default().to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Merges the chunk sums into points.
+    fn finish(&mut self) -> Result<(Vec<Point>, BTreeSet<NaiveDate>), ConnectorError> {
+        let shown = self.shown;
+        let mut points = Vec::new();
+        let mut covered = BTreeSet::new();
+        let Some(mut merged) = self.partials.pop() else {
+            return Ok((points, covered));
+        };
+        for partial in self.partials.drain(..) {
+            merged
+                .vstack_mut(&partial)
+                .map_err(frame_err(format!("{shown}: merging")))?;
+        }
+        for i in 0..self.config.metrics.len() {
+            let z: u64 = merged
+                .column(&format!("__z{i}"))
+                .ok()
+                .and_then(|c| c.u64().ok().and_then(|s| s.sum()))
+                .unwrap_or(0);
+            self.censored_cells += z;
+        }
+        let mut keys = vec![col("__day")];
+        keys.extend((0..self.columns.dims.len()).map(|i| col(format!("__d{i}"))));
+        let mut aggs = Vec::new();
+        for i in 0..self.config.metrics.len() {
+            aggs.push(col(format!("__m{i}")).sum());
+            aggs.push(col(format!("__n{i}")).sum());
+        }
+        let grouped = merged
+            .lazy()
+            .group_by(keys)
+            .agg(aggs)
+            .collect()
+            .map_err(frame_err(format!("{shown}: aggregating")))?;
+
+        let err = |what: &str| frame_err(format!("{shown}: reading {what}"));
+        let day_col = grouped
+            .column("__day")
+            .and_then(|c| c.i32().cloned())
+            .map_err(err("days"))?;
+        let mut dim_cols = Vec::new();
+        for i in 0..self.columns.dims.len() {
+            let c = grouped
+                .column(&format!("__d{i}"))
+                .and_then(|c| c.str().cloned());
+            dim_cols.push(c.map_err(err("dimensions"))?);
+        }
+        let mut metric_cols = Vec::new();
+        for i in 0..self.config.metrics.len() {
+            let sums = grouped
+                .column(&format!("__m{i}"))
+                .and_then(|c| c.f64().cloned());
+            let counts = grouped
+                .column(&format!("__n{i}"))
+                .and_then(|c| c.u64().cloned());
+            metric_cols.push((sums.map_err(err("sums"))?, counts.map_err(err("counts"))?));
+        }
+        for row in 0..grouped.height() {
+            let Some(day) = day_col.get(row).map(day_from_number) else {
+                continue;
+            };
+            let until = self.fixed_period.map_or(day, |(_, end)| end);
+            covered.insert(day);
+            let mut dimensions = BTreeMap::new();
+            for ((name, _), values) in self.columns.dims.iter().zip(&dim_cols) {
+                if let Some(value) = values.get(row).filter(|v| !v.is_empty()) {
+                    dimensions.insert(name.clone(), value.to_string());
+                }
+            }
+            for (name, value) in &self.config.constants {
+                dimensions.insert(name.clone(), value.clone());
+            }
+            for (metric, (sums, counts)) in self.config.metrics.iter().zip(&metric_cols) {
+                if counts.get(row).unwrap_or(0) == 0 {
+                    continue;
+                }
+                let Some(value) = sums.get(row) else { continue };
+                points.push(Point {
+                    metric: metric.name.clone(),
+                    day,
+                    until,
+                    dimensions: dimensions.clone(),
+                    value,
+                });
+            }
+        }
+        Ok((points, covered))
+    }
+}
+
+/// A `where` condition on one cell.
+fn cell_condition(cell: Expr, filter: &CellFilter) -> Expr {
+    let cell = cell.str().strip_chars(lit(NULL));
+    let condition = match filter {
+        CellFilter::Values(values) => values.values().iter().fold(lit(false), |acc, v| {
+            acc.or(cell.clone().eq(lit(v.trim().to_string())))
+        }),
+        CellFilter::Range { min, max } => {
+            let number = cell
+                .str()
+                .extract(lit(r"^([-+]?\d+(?:[.,]\d+)?)"), 1)
+                .str()
+                .replace_all(lit(","), lit("."), true)
+                .cast(DataType::Float64);
+            let mut c = number.clone().is_not_null();
+            if let Some(min) = min {
+                c = c.and(number.clone().gt_eq(lit(*min)));
+            }
+            if let Some(max) = max {
+                c = c.and(number.lt_eq(lit(*max)));
+            }
+            c
+        }
+    };
+    condition.fill_null(lit(false))
+}
+
+/// Compares totals rows with the sums of what was loaded; a mismatch is a warning.
+fn check_totals(
+    state: &FileState,
+    totals: &[(u64, Vec<String>)],
+    points: &[Point],
+    warnings: &mut Vec<String>,
+) {
+    if totals.is_empty() {
+        return;
+    }
+    let Some(locales) = &state.locales else {
+        return;
+    };
+    for metric in &state.config.metrics {
+        if !metric.filter.is_empty()
+            || metric.times.is_some()
+            || !state.config.counters.contains(&metric.name)
+        {
+            continue;
+        }
+        let slots = state.slots(metric);
+        let Some(slot) = slots.value else { continue };
+        let index = state.columns.sources[slot];
+        let loaded: f64 = points
+            .iter()
+            .filter(|p| p.metric == metric.name)
+            .map(|p| p.value)
+            .sum();
+        let stated: Vec<(u64, f64)> = totals
+            .iter()
+            .filter_map(|(line, cells)| {
+                let value =
+                    parse_number(cells.get(index)?, &locales[slot])? * metric.scale.unwrap_or(1.0);
+                Some((*line, value))
+            })
+            .collect();
+        let matches = |v: f64| (v - loaded).abs() <= 0.005 * v.abs().max(1.0);
+        if let Some((line, value)) = stated.first()
+            && !stated.iter().any(|(_, v)| matches(*v))
+        {
+            warnings.push(format!(
+                "{}:{line}: the totals row says {value} for `{}`, the loaded rows sum to {loaded}",
+                state.shown, state.columns.header[index]
+            ));
+        } else if !stated.is_empty() {
+            tracing::debug!(file = state.shown, metric = %metric.name, total = loaded, "totals row matches");
+        }
+    }
+}
