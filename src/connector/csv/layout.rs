@@ -378,3 +378,86 @@ mod tests {
         assert_eq!(enc, encoding_rs::UTF_16LE);
     }
 }
+
+/// Normalises line endings as text streams through: CRLF and a lone CR become LF, and the
+/// text always ends with LF. Every record then ends with one LF, so line numbers are exact.
+pub struct LineEndings<R> {
+    inner: R,
+    buffer: Vec<u8>,
+    pending_cr: bool,
+    last: Option<u8>,
+    done: bool,
+}
+
+impl<R: Read> LineEndings<R> {
+    pub fn new(inner: R) -> LineEndings<R> {
+        LineEndings {
+            inner,
+            buffer: vec![0; 64 * 1024],
+            pending_cr: false,
+            last: None,
+            done: false,
+        }
+    }
+}
+
+impl<R: Read> Read for LineEndings<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if out.is_empty() || self.done {
+            return Ok(0);
+        }
+        let room = out.len().min(self.buffer.len());
+        loop {
+            let n = self.inner.read(&mut self.buffer[..room])?;
+            if n == 0 {
+                self.done = true;
+                let closing = self.pending_cr || self.last.is_some_and(|b| b != b'\n');
+                self.pending_cr = false;
+                if closing {
+                    out[0] = b'\n';
+                    return Ok(1);
+                }
+                return Ok(0);
+            }
+            let mut written = 0;
+            for &byte in &self.buffer[..n] {
+                if self.pending_cr {
+                    self.pending_cr = false;
+                    if byte != b'\n' {
+                        out[written] = b'\n';
+                        written += 1;
+                    }
+                }
+                if byte == b'\r' {
+                    self.pending_cr = true;
+                    continue;
+                }
+                out[written] = byte;
+                written += 1;
+            }
+            if written > 0 {
+                self.last = Some(out[written - 1]);
+                return Ok(written);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod line_ending_tests {
+    use super::*;
+
+    fn normalise(input: &[u8]) -> String {
+        let mut out = String::new();
+        LineEndings::new(input).read_to_string(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn every_ending_becomes_one_lf() {
+        assert_eq!(normalise(b"a\r\nb\rc\nd"), "a\nb\nc\nd\n");
+        assert_eq!(normalise(b"a\r\n"), "a\n");
+        assert_eq!(normalise(b"a\r"), "a\n");
+        assert_eq!(normalise(b""), "");
+    }
+}

@@ -110,6 +110,17 @@ pub struct DateConfig {
     pub start: Option<DateValue>,
     /// Last day of that period.
     pub end: Option<DateValue>,
+    /// What a row with an empty date cell is: `reject` (default) or `skip` (a CRM export
+    /// whose "became MQL" date is empty for contacts that never did).
+    pub if_missing: Option<MissingDate>,
+}
+
+/// How rows without a date are treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MissingDate {
+    Reject,
+    Skip,
 }
 
 /// `[[metrics]]`
@@ -345,7 +356,7 @@ fn read_file(
     warnings.extend(warning.map(|w| format!("{shown}: {w}")));
 
     // dialect from the first decoded lines
-    let mut decoded = layout::decoder(BufReader::new(open()?), encoding);
+    let mut decoded = layout::LineEndings::new(layout::decoder(BufReader::new(open()?), encoding));
     let mut head_text = Vec::with_capacity(layout::SNIFF_BYTES);
     (&mut decoded)
         .take(layout::SNIFF_BYTES as u64)
@@ -397,27 +408,27 @@ fn read_file(
         .filter_map(|m| m.column.as_ref())
         .flat_map(names)
         .collect();
+    let dim_names: Vec<Vec<String>> = config.dimensions.values().map(names).collect();
     let mut record = csv::StringRecord::new();
     let mut preamble_text: Vec<String> = dialect.skipped.clone();
     let mut block = 1usize;
-    let mut expected_line: Option<u64> = None;
     let mut header: Option<(Vec<String>, u64)> = None;
+    let mut candidate: Option<(Vec<String>, u64)> = None;
+    let mut seen_record = false;
     for _ in 0..HEADER_SEARCH {
-        let more = reader
-            .read_record(&mut record)
-            .map_err(|err| source_err(shown, err))?;
-        if !more {
+        let Some((line, blanks)) = next_record(&mut reader, &mut record, line_offset)
+            .map_err(|err| source_err(shown, err))?
+        else {
             break;
-        }
-        let line = record.position().map_or(0, |p| p.line()) + line_offset;
+        };
         let blank = record.iter().all(|c| c.trim().is_empty());
-        if expected_line.is_some_and(|e| line > e) || blank {
+        if seen_record && (blanks > 0 || blank) {
             block += 1;
         }
-        expected_line = Some(line + 1 + newlines(&record));
         if blank {
             continue;
         }
+        seen_record = true;
         let cells: Vec<&str> = record.iter().collect();
         let trimmed: Vec<&str> = cells
             .iter()
@@ -426,11 +437,22 @@ fn read_file(
         let is_header = match config.format.table {
             Some(n) => block == n,
             None if config.format.skip_lines.is_some() => true,
-            None if !date_names.is_empty() => {
-                trimmed.iter().any(|c| date_names.iter().any(|n| n == c))
+            None => {
+                let has = |names: &[String]| trimmed.iter().any(|c| names.iter().any(|n| n == c));
+                (date_names.is_empty() || has(&date_names))
+                    && dim_names.iter().all(|names| has(names))
+                    && (metric_names.is_empty() || has(&metric_names))
+                    && !(date_names.is_empty() && metric_names.is_empty() && dim_names.is_empty())
             }
-            None => trimmed.iter().any(|c| metric_names.iter().any(|n| n == c)),
         };
+        let mentions_date =
+            !date_names.is_empty() && trimmed.iter().any(|c| date_names.iter().any(|n| n == c));
+        if candidate.is_none() && mentions_date {
+            candidate = Some((
+                cells.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+                line,
+            ));
+        }
         if is_header {
             let (names, renamed) = layout::unique_headers(&cells);
             for r in renamed {
@@ -450,6 +472,13 @@ fn read_file(
             });
         }
     }
+    // a header with the date column but not every other column: report what it lacks
+    let header = header.or_else(|| {
+        candidate.map(|(cells, line)| {
+            let cells: Vec<&str> = cells.iter().map(String::as_str).collect();
+            (layout::unique_headers(&cells).0, line)
+        })
+    });
     let Some((header, header_line)) = header else {
         let wanted = if date_names.is_empty() {
             &metric_names
@@ -615,28 +644,21 @@ fn read_file(
     let mut totals: Vec<(u64, Vec<String>)> = Vec::new();
     let mut stated_rows: Option<(u64, u64)> = None;
     let mut ended_at: Option<u64> = None;
-    let mut expected_line = header_line + 1;
     let mut after_table = 0u64;
     let mut raw = String::new();
-    loop {
-        let more = reader
-            .read_record(&mut record)
-            .map_err(|err| source_err(shown, err))?;
-        if !more {
-            break;
-        }
-        let line = record.position().map_or(0, |p| p.line()) + line_offset;
+    while let Some((line, blanks)) =
+        next_record(&mut reader, &mut record, line_offset).map_err(|err| source_err(shown, err))?
+    {
         if ended_at.is_some() {
             after_table += 1;
             continue;
         }
         let blank = record.iter().all(|c| c.trim().is_empty());
-        if line > expected_line || (blank && record.len() <= 1) {
+        if blanks > 0 || (blank && record.len() <= 1) {
             ended_at = Some(line);
             after_table += 1;
             continue;
         }
-        expected_line = line + 1 + newlines(&record);
         raw.clear();
         for (i, cell) in record.iter().enumerate() {
             if i > 0 {
@@ -662,6 +684,15 @@ fn read_file(
         if let Some(count) = layout::stated_row_count(&cells) {
             stated_rows = Some((count, line));
             skip("row count line", &raw);
+            continue;
+        }
+        if config.date.if_missing == Some(MissingDate::Skip)
+            && state
+                .columns
+                .date
+                .is_some_and(|i| cells.get(i).is_none_or(|c| c.trim().is_empty()))
+        {
+            skip("no date", &raw);
             continue;
         }
         let first = cells
@@ -749,12 +780,6 @@ fn read_file(
             });
         }
     }
-    if state.censored_cells > 0 {
-        warnings.push(format!(
-            "{shown}: {} censored cell(s) such as `< 10%` read as missing",
-            state.censored_cells
-        ));
-    }
     if let Some((count, line)) = stated_rows
         && count != rows_read
     {
@@ -764,6 +789,12 @@ fn read_file(
     }
 
     let (points, days) = state.finish()?;
+    if state.censored_cells > 0 {
+        warnings.push(format!(
+            "{shown}: {} censored cell(s) such as `< 10%` read as missing",
+            state.censored_cells
+        ));
+    }
     check_totals(&state, &totals, &points, &mut warnings);
     Ok(FileRead {
         points,
@@ -774,6 +805,22 @@ fn read_file(
         skipped,
         warnings,
     })
+}
+
+/// Reads the next record; returns its first line and how many blank lines the reader skipped
+/// before it. Line endings are normalised, so every record ends with exactly one LF.
+fn next_record<R: Read>(
+    reader: &mut csv::Reader<R>,
+    record: &mut csv::StringRecord,
+    line_offset: u64,
+) -> csv::Result<Option<(u64, u64)>> {
+    if !reader.read_record(record)? {
+        return Ok(None);
+    }
+    let scan_start = record.position().map_or(1, |p| p.line());
+    let last_line = reader.position().line().saturating_sub(1).max(scan_start);
+    let start = last_line.saturating_sub(newlines(record)).max(scan_start);
+    Ok(Some((start + line_offset, start - scan_start)))
 }
 
 fn newlines(record: &csv::StringRecord) -> u64 {
