@@ -1007,3 +1007,29 @@ times = "Impressions"
     let position = in_window("position_weight") / in_window("impressions");
     assert!(position > 1.0 && position < 100.0, "{position}");
 }
+
+#[test]
+fn utf16_exports_with_a_bom_are_decoded() {
+    let text = "Day\tClicks\r\n2024-01-01\t1\u{a0}204\r\n";
+    let mut le = vec![0xff, 0xfe];
+    le.extend(text.encode_utf16().flat_map(|u| u.to_le_bytes()));
+    let mut be = vec![0xfe, 0xff];
+    be.extend(text.encode_utf16().flat_map(|u| u.to_be_bytes()));
+    for bytes in [le, be] {
+        let dir = project(&[
+            ("config/metrics.toml", METRICS),
+            (
+                "connectors/source.toml",
+                "type = \"csv\"\npath = \"data/x.csv\"\n[date]\ncolumn = \"Day\"\n\
+                 [[metrics]]\nname = \"clicks\"\ncolumn = \"Clicks\"\n",
+            ),
+        ]);
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        std::fs::write(dir.path().join("data/x.csv"), bytes).unwrap();
+        let project = Project::load(dir.path()).unwrap();
+
+        let e = project.connectors[0].extract(dir.path()).unwrap();
+
+        assert_eq!(total(&e, "clicks"), 1204.0);
+    }
+}

@@ -258,6 +258,16 @@ fn labelled_date(text: &str, pattern: &str) -> Option<NaiveDate> {
         .ok()
 }
 
+/// Whether text looks like UTF-8 that was once read as a Western code page (`Ð”Ð°Ñ‚Ð°`,
+/// `Ã©`): such a file is already garbled, and its names will not match.
+pub fn looks_garbled(text: &str) -> bool {
+    let chars: Vec<char> = text.chars().collect();
+    chars.windows(2).any(|w| {
+        matches!(w[0], 'Ð' | 'Ñ' | 'Ã' | 'Â')
+            && (('\u{80}'..='\u{bf}').contains(&w[1]) || "€‚ƒ„…†‡ˆ‰Š‹ŒŽ‘’“”•–—˜™š›œžŸ".contains(w[1]))
+    })
+}
+
 /// Header names made unique: a repeated `Clicks` becomes `Clicks_2`, `Clicks_3`.
 pub fn unique_headers(cells: &[&str]) -> (Vec<String>, Vec<String>) {
     let mut names: Vec<String> = Vec::new();
@@ -354,6 +364,14 @@ mod tests {
         assert!(!is_totals_row("Totally Awesome Campaign", false, true));
         assert!(!is_totals_row("Brand", false, true));
         assert_eq!(stated_row_count(&["Total rows: 3"]), Some(3));
+    }
+
+    #[test]
+    fn garbled_text_is_noticed() {
+        assert!(looks_garbled("Ð”Ð°Ñ‚Ð°"));
+        assert!(looks_garbled("CafÃ©"));
+        assert!(!looks_garbled("Дата визита"));
+        assert!(!looks_garbled("Café, Ñandú"));
     }
 
     #[test]

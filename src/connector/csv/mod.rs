@@ -511,6 +511,14 @@ fn read_file(
         ));
     };
 
+    if header.iter().any(|h| layout::looks_garbled(h)) {
+        warnings.push(format!(
+            "{shown}:{header_line}: the header looks garbled ({}): the export was probably saved \
+             from text decoded with the wrong encoding",
+            header.join(", ")
+        ));
+    }
+
     // every needed column must exist
     let mut missing = Vec::new();
     let mut want = |label: &str, names: &[String]| -> Option<usize> {
