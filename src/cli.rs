@@ -81,6 +81,21 @@ pub enum Command {
     },
 }
 
+/// Longest `score --from --to` range.
+const MAX_BACKFILL_DAYS: i64 = 3660;
+
+/// The error and its causes, each said once.
+fn describe(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
+}
+
 /// Exit code for a finished command.
 const FAILED: u8 = 1;
 const BAD_CONFIG: u8 = 2;
@@ -111,7 +126,7 @@ async fn execute(cli: Cli) -> ExitCode {
     };
     telemetry::init(&project.settings.log, cli.verbose);
     for warning in &project.warnings {
-        tracing::warn!(warning = %warning, "configuration advice");
+        tracing::debug!(warning = %warning, "configuration advice (see `krscore check`)");
     }
 
     if let Command::Check = cli.command {
@@ -125,7 +140,7 @@ async fn execute(cli: Cli) -> ExitCode {
     let store = match Store::connect(&url, project.settings.database.max_connections).await {
         Ok(store) => store,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", describe(&err));
             return ExitCode::from(FAILED);
         }
     };
@@ -151,7 +166,7 @@ async fn execute(cli: Cli) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", describe(&err));
             ExitCode::from(FAILED)
         }
     }
@@ -184,7 +199,7 @@ async fn preview(project: &Project, name: &str, rows: usize) -> ExitCode {
     let extract = match ingest::extract(project, connector).await {
         Ok(extract) => extract,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", describe(&err));
             return ExitCode::from(FAILED);
         }
     };
@@ -315,6 +330,10 @@ async fn score(
     to: Option<NaiveDate>,
 ) -> anyhow::Result<ExitCode> {
     let days: Vec<NaiveDate> = match (from, to) {
+        (Some(from), Some(to)) if (to - from).num_days() > MAX_BACKFILL_DAYS => {
+            eprintln!("error: a backfill covers at most {MAX_BACKFILL_DAYS} days; split the range");
+            return Ok(ExitCode::from(BAD_CONFIG));
+        }
         (Some(from), Some(to)) if from <= to => from.iter_days().take_while(|d| *d <= to).collect(),
         (Some(_), Some(_)) => {
             eprintln!("error: --from must not be after --to");

@@ -177,7 +177,11 @@ impl Formula {
     /// Parses `spend / conversions`, `100 * (promoters - detractors) / responses`, ...
     pub fn parse(text: &str) -> Result<Formula, String> {
         let tokens = tokenize(text)?;
-        let mut parser = Parser { tokens, pos: 0 };
+        let mut parser = Parser {
+            tokens,
+            pos: 0,
+            depth: 0,
+        };
         let formula = parser.expr()?;
         if parser.pos < parser.tokens.len() {
             return Err(format!("unexpected `{}`", parser.tokens[parser.pos]));
@@ -312,7 +316,11 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
 struct Parser {
     tokens: Vec<Token>,
     pos: usize,
+    depth: usize,
 }
+
+/// Deepest nesting of parentheses and signs a formula may use.
+const MAX_DEPTH: usize = 64;
 
 impl Parser {
     fn peek_symbol(&self) -> Option<char> {
@@ -345,6 +353,18 @@ impl Parser {
     }
 
     fn factor(&mut self) -> Result<Formula, String> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(format!(
+                "the formula nests more than {MAX_DEPTH} levels deep"
+            ));
+        }
+        let result = self.factor_inner();
+        self.depth -= 1;
+        result
+    }
+
+    fn factor_inner(&mut self) -> Result<Formula, String> {
         let token = self
             .tokens
             .get(self.pos)
@@ -412,6 +432,8 @@ mod tests {
         assert!(Formula::parse("spend /").is_err());
         assert!(Formula::parse("(a + b").is_err());
         assert!(Formula::parse("a $ b").is_err());
+        assert!(Formula::parse(&format!("{}a{}", "(".repeat(5000), ")".repeat(5000))).is_err());
+        assert!(Formula::parse(&format!("{}a", "-".repeat(100_000))).is_err());
         assert_eq!(
             Formula::parse("a - -b")
                 .unwrap()

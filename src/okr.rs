@@ -44,6 +44,15 @@ pub enum Period {
 impl Period {
     /// Parses `2027`, `2027-Q1` (or `2027Q1`) and `2027-03`.
     pub fn parse(text: &str) -> Option<Period> {
+        let period = Self::parse_any(text)?;
+        let year = match period {
+            Period::Year(y) | Period::Quarter(y, _) | Period::Month(y, _) => y,
+            Period::Dates(w) => w.start.year(),
+        };
+        (1900..=2199).contains(&year).then_some(period)
+    }
+
+    fn parse_any(text: &str) -> Option<Period> {
         let text = text.trim();
         if let Some((year, quarter)) = text
             .split_once("-Q")
@@ -251,12 +260,15 @@ pub enum DateValue {
 }
 
 impl DateValue {
+    /// The date, when it is a plain `YYYY-MM-DD` between 1900 and 2199.
     pub fn parse(&self) -> Option<NaiveDate> {
         let text = match self {
             DateValue::Text(t) => t.clone(),
             DateValue::Toml(d) => d.to_string(),
         };
-        NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d").ok()
+        NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
+            .ok()
+            .filter(|d| (1900..=2199).contains(&d.year()))
     }
 }
 

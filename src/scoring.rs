@@ -304,6 +304,10 @@ pub fn score_kr(
             }
         }
     };
+    if baseline.is_some_and(|b| !b.is_finite()) {
+        row.reason = Some("the baseline is too large to compute".into());
+        return row;
+    }
     row.baseline = baseline;
     let target = match kr.target {
         Target::Value(t) => t,
@@ -325,6 +329,10 @@ pub fn score_kr(
             return row;
         }
     };
+    if !value.is_finite() {
+        row.reason = Some("the value is too large to compute".into());
+        return row;
+    }
     row.value = Some(value);
     let Some((raw, score)) = score_value(kr_type, value, baseline, target) else {
         row.reason = Some("target equals baseline: nothing to score".into());

@@ -224,20 +224,49 @@ pub fn load(project_dir: &Path) -> Result<Settings, Vec<Problem>> {
         .and_then(|c| c.try_deserialize())
         .map_err(|err| vec![environment_problem(format!("KRSCORE__* variables: {err}"))])?;
 
-    validate(&settings, &files).map(|()| settings)
+    validate(&settings, project_dir, &files).map(|()| settings)
 }
 
-fn validate(settings: &Settings, files: &[PathBuf]) -> Result<(), Vec<Problem>> {
-    let mut problems = Vec::new();
-    let file = files
+/// Where a setting was last given: an environment variable, or a file and line.
+fn locate(project_dir: &Path, files: &[PathBuf], field: &str) -> (PathBuf, Option<usize>, String) {
+    let variable = format!("KRSCORE__{}", field.replace('.', "__").to_uppercase());
+    if std::env::var_os(&variable).is_some() {
+        return (PathBuf::from("(environment)"), None, variable);
+    }
+    for file in files.iter().rev() {
+        if let Ok(parsed) = TomlFile::read(&project_dir.join(file), file) {
+            let mut path = crate::project::toml_file::KeyPath::root();
+            for part in field.split('.') {
+                path = path.key(part);
+            }
+            let found = field
+                .split('.')
+                .try_fold(parsed.value(), |v, part| v.get(part))
+                .is_some();
+            if found {
+                return (file.clone(), parsed.line_of_path(&path), field.to_string());
+            }
+        }
+    }
+    let default = files
         .last()
         .cloned()
         .unwrap_or_else(|| PathBuf::from("config/default.toml"));
+    (default, None, field.to_string())
+}
+
+fn validate(
+    settings: &Settings,
+    project_dir: &Path,
+    files: &[PathBuf],
+) -> Result<(), Vec<Problem>> {
+    let mut problems = Vec::new();
     let mut problem = |field: &str, message: String| {
+        let (file, line, field) = locate(project_dir, files, field);
         problems.push(Problem {
-            file: file.clone(),
-            line: None,
-            field: field.into(),
+            file,
+            line,
+            field,
             message,
         })
     };
@@ -253,18 +282,28 @@ fn validate(settings: &Settings, files: &[PathBuf]) -> Result<(), Vec<Problem>> 
     let s = &settings.scoring;
     if !(0.0 <= s.red_below && s.red_below <= s.green_from && s.green_from <= 1.0) {
         problem(
-            "scoring",
+            "scoring.red_below",
             "grade bands need 0 <= red_below <= green_from <= 1".into(),
         );
     }
     if !(0.0 <= s.at_risk_from && s.at_risk_from <= s.on_track_from) {
         problem(
-            "scoring",
+            "scoring.at_risk_from",
             "pace thresholds need 0 <= at_risk_from <= on_track_from".into(),
         );
     }
     if !(0.0..=1.0).contains(&settings.ingest.max_reject_share) {
         problem("ingest.max_reject_share", "must be between 0 and 1".into());
+    }
+    if !valid_log_level(&settings.log.level) {
+        problem(
+            "log.level",
+            format!(
+                "`{}` is not a level (error, warn, info, debug, trace) or a filter such as \
+                 `krscore=debug`",
+                settings.log.level
+            ),
+        );
     }
     let url = &settings.database.url;
     if !(url.starts_with("sqlite:")
@@ -273,7 +312,7 @@ fn validate(settings: &Settings, files: &[PathBuf]) -> Result<(), Vec<Problem>> 
     {
         problem(
             "database.url",
-            format!("`{}` is neither sqlite:// nor postgres://", redact_url(url)),
+            "must start with sqlite:// (a file), sqlite::memory: or postgres://".into(),
         );
     }
     if problems.is_empty() {
@@ -283,18 +322,63 @@ fn validate(settings: &Settings, files: &[PathBuf]) -> Result<(), Vec<Problem>> 
     }
 }
 
+/// A level, or comma-separated `target=level` directives.
+fn valid_log_level(text: &str) -> bool {
+    const LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
+    let is_level = |l: &str| LEVELS.contains(&l.trim().to_lowercase().as_str());
+    !text.trim().is_empty()
+        && tracing_subscriber::EnvFilter::try_new(text).is_ok()
+        && text
+            .split(',')
+            .all(|directive| match directive.rsplit_once('=') {
+                Some((_, level)) => is_level(level),
+                None => is_level(directive),
+            })
+}
+
 /// The URL with any password replaced, for logs and messages.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
     };
-    let Some((userinfo, host)) = rest.split_once('@') else {
-        return url.to_string();
+    let mut out = match base.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+                None => base.to_string(),
+            },
+            None => base.to_string(),
+        },
+        None => base.to_string(),
     };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_string(),
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if is_secret_key(key) => format!("{key}=***"),
+                _ => pair.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
     }
+    out
+}
+
+fn is_secret_key(key: &str) -> bool {
+    let key = key.to_lowercase();
+    [
+        "password",
+        "passwd",
+        "pwd",
+        "secret",
+        "token",
+        "sslpassword",
+        "key",
+    ]
+    .iter()
+    .any(|s| key.contains(s))
 }
 
 #[cfg(test)]
@@ -308,5 +392,13 @@ mod tests {
             "postgres://u:***@h:5432/db"
         );
         assert_eq!(redact_url("sqlite://krscore.db"), "sqlite://krscore.db");
+        assert_eq!(
+            redact_url("postgres://bob@h:1/x?sslmode=disable&password=S3cret"),
+            "postgres://bob@h:1/x?sslmode=disable&password=***"
+        );
+        assert_eq!(
+            redact_url("postgres://u:p@ss@h/db"),
+            "postgres://u:***@h/db"
+        );
     }
 }

@@ -133,6 +133,13 @@ impl Connector {
         }
     }
 
+    /// Dimensions read from columns (their values vary from row to row).
+    pub fn varying_dimensions(&self) -> BTreeSet<String> {
+        match &self.kind {
+            ConnectorKind::Csv(config) => config.dimensions.keys().cloned().collect(),
+        }
+    }
+
     pub fn extract(&self, project_dir: &Path) -> Result<Extract, ConnectorError> {
         self.source().extract(project_dir, self.timezone)
     }

@@ -492,6 +492,9 @@ fn check_csv(
     (problems.len() == before).then_some(tz)
 }
 
+/// Longest KR window, in days.
+const MAX_WINDOW_DAYS: u32 = 3660;
+
 fn load_objectives(
     root: &Path,
     catalogue: &Catalogue,
@@ -503,17 +506,23 @@ fn load_objectives(
 ) -> Vec<Objective> {
     // which dimensions each base metric can be filtered by
     let mut dimensions: HashMap<String, BTreeSet<String>> = HashMap::new();
+    let mut varying: HashMap<String, BTreeSet<String>> = HashMap::new();
     for connector in connectors {
         for metric in connector.metric_names() {
             dimensions
-                .entry(metric)
+                .entry(metric.clone())
                 .or_default()
                 .extend(connector.dimension_names());
+            varying
+                .entry(metric)
+                .or_default()
+                .extend(connector.varying_dimensions());
         }
     }
 
     let mut objectives: Vec<Objective> = Vec::new();
-    let mut kr_ids: BTreeSet<String> = BTreeSet::new();
+    let mut kr_ids: BTreeMap<String, String> = BTreeMap::new();
+    let catalogue_ok = !catalogue.metrics.is_empty();
     let files = toml_files(&root.join("config/okrs"));
     if files.is_empty() {
         warnings.push(Problem {
@@ -579,19 +588,27 @@ fn load_objectives(
                     format!("unknown time zone `{timezone}`"),
                 ));
             }
-            let Some(period) = period else { continue };
-
+            // without a valid period the KRs are still checked; only their windows are not
             let mut key_results = Vec::new();
             for (ki, k) in o.key_result.iter().enumerate() {
                 let at_kr = at.key("key_result").index(ki);
                 let problem_count = problems.len();
                 let kp = |field: &str| at_kr.key(field);
-                if !kr_ids.insert(k.id.clone()) {
-                    problems.push(
-                        file.problem(&kp("id"), format!("key result id `{}` is used twice", k.id)),
-                    );
+                let here = format!(
+                    "{}:{}",
+                    shown.display(),
+                    file.line_of_path(&kp("id")).unwrap_or(0)
+                );
+                if let Some(first) = kr_ids.get(&k.id) {
+                    problems.push(file.problem(
+                        &kp("id"),
+                        format!("key result id `{}` is used twice (first at {first})", k.id),
+                    ));
+                } else {
+                    kr_ids.insert(k.id.clone(), here);
                 }
                 match catalogue.get(&k.metric) {
+                    None if !catalogue_ok => {}
                     None => problems.push(file.problem(
                         &kp("metric"),
                         with_hint(
@@ -602,6 +619,27 @@ fn load_objectives(
                     )),
                     Some(_) => {
                         for base in catalogue.base_metrics(&k.metric) {
+                            let is_gauge = matches!(
+                                catalogue.get(&base).map(|m| &m.kind),
+                                Some(MetricKind::Gauge(_))
+                            );
+                            let summed: Vec<&String> = varying
+                                .get(&base)
+                                .into_iter()
+                                .flatten()
+                                .filter(|d| !k.filter.contains_key(*d))
+                                .collect();
+                            if is_gauge && !summed.is_empty() {
+                                warnings.push(file.problem(
+                                    &at_kr.key("where"),
+                                    format!(
+                                        "`{base}` is a gauge: without a `where` on {} its values \
+                                         are summed across them (a share of 40% in RU and 13% \
+                                         in KZ would read 53%)",
+                                        summed.iter().map(|d| format!("`{d}`")).collect::<Vec<_>>().join(", ")
+                                    ),
+                                ));
+                            }
                             let dims = dimensions.get(&base);
                             if dims.is_none() {
                                 warnings.push(file.problem(
@@ -714,18 +752,20 @@ fn load_objectives(
                     problems.push(file.problem(&kp("weight"), "weight must be a positive number"));
                 }
                 let window = match (&k.start, &k.end, k.days) {
-                    (None, None, None) => Some(period.window()),
+                    (None, None, None) => period.map(|p| p.window()),
                     (Some(start), end, days) => {
                         match (start.parse(), end.as_ref().map(|e| e.parse()), days) {
                             (Some(s), Some(Some(e)), None) if s <= e => {
                                 Some(Window { start: s, end: e })
                             }
-                            (Some(s), None, Some(n)) if n > 0 => Some(Window {
-                                start: s,
-                                end: s + chrono::Days::new(n as u64 - 1),
-                            }),
+                            (Some(s), None, Some(n)) if (1..=MAX_WINDOW_DAYS).contains(&n) => {
+                                Some(Window {
+                                    start: s,
+                                    end: s + chrono::Days::new(n as u64 - 1),
+                                })
+                            }
                             _ => {
-                                problems.push(file.problem(&kp("start"), "give `start` with `end` (start <= end) or with `days` > 0, as YYYY-MM-DD"));
+                                problems.push(file.problem(&kp("start"), "give `start` with `end` (start <= end) or with `days` (1 to 3660), as YYYY-MM-DD"));
                                 None
                             }
                         }
@@ -741,7 +781,7 @@ fn load_objectives(
                 if problems.len() != problem_count {
                     continue;
                 }
-                let (Some(window), Some(target)) = (window, target) else {
+                let (Some(window), Some(target), Some(period)) = (window, target, period) else {
                     continue;
                 };
                 let own_period = if window == period.window() {
@@ -778,6 +818,7 @@ fn load_objectives(
                     ),
                 ));
             }
+            let Some(period) = period else { continue };
             objectives.push(Objective {
                 id: o.id.clone(),
                 title: o.title.clone(),

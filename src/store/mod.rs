@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::types::Json;
+use sqlx::{ConnectOptions, Connection};
 
 use crate::connector::{Point, RejectedRow};
 use crate::settings::redact_url;
@@ -155,6 +156,7 @@ impl Store {
         let store = if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)
                 .with_context(|| format!("bad SQLite URL {shown}"))?
+                .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(5))
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .foreign_keys(true)
@@ -170,12 +172,18 @@ impl Store {
                 .with_context(|| format!("cannot migrate {shown}"))?;
             Store::Sqlite(pool)
         } else {
-            let pool = PgPoolOptions::new()
-                .max_connections(max_connections.max(1))
-                .acquire_timeout(Duration::from_secs(10))
-                .connect(url)
+            let options = PgConnectOptions::from_str(url)
+                .with_context(|| format!("bad PostgreSQL URL {shown}"))?
+                .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(5));
+            // one direct connection first, so a refused port or a bad role is reported as such
+            let first = PgConnection::connect_with(&options)
                 .await
                 .with_context(|| format!("cannot connect to PostgreSQL at {shown}"))?;
+            first.close().await.ok();
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections.max(1))
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_lazy_with(options);
             sqlx::migrate!("migrations/postgres")
                 .run(&pool)
                 .await
@@ -197,10 +205,18 @@ impl Store {
     }
 
     /// Records the start of a connector run and returns its id.
+    ///
+    /// A run of the same connector still marked `running` was cut off (its transaction rolled
+    /// back when the process stopped) and is closed as failed.
+    // TODO(#6): with several replicas a running row may belong to a live replica; use leases
     pub async fn start_ingest_run(&self, connector: &str, trigger: &str) -> sqlx::Result<i64> {
+        let close = "UPDATE ingest_runs SET status = 'failed', finished_at = $2, \
+                     error = 'interrupted: the process stopped before the run finished' \
+                     WHERE connector = $1 AND status = 'running'";
         let sql = "INSERT INTO ingest_runs (connector, trigger, started_at, status) \
                    VALUES ($1, $2, $3, 'running') RETURNING id";
         on_pool!(self, pool => {
+            sqlx::query(close).bind(connector).bind(Utc::now()).execute(pool).await?;
             sqlx::query_scalar(sql).bind(connector).bind(trigger).bind(Utc::now()).fetch_one(pool).await
         })
     }
@@ -451,7 +467,7 @@ impl Store {
         })
     }
 
-    /// KR scores for `as_of`, or the latest per KR when `as_of` is `None`.
+    /// Per KR, the newest score on or before `as_of` (the newest of all when `None`).
     pub async fn kr_scores(&self, as_of: Option<NaiveDate>) -> sqlx::Result<Vec<KrScoreRow>> {
         let latest = "SELECT kr_id, objective_id, as_of, window_start, window_end, elapsed, \
             kr_type, value, baseline, target, raw, score, grade, expected, expected_score, \
@@ -460,14 +476,15 @@ impl Store {
         let on_day = "SELECT kr_id, objective_id, as_of, window_start, window_end, elapsed, \
             kr_type, value, baseline, target, raw, score, grade, expected, expected_score, \
             status, forecast, forecast_score, stale, data_as_of, reason \
-            FROM kr_scores WHERE as_of = $1 ORDER BY objective_id, kr_id";
+            FROM kr_scores s WHERE as_of = (SELECT max(t.as_of) FROM kr_scores t \
+            WHERE t.kr_id = s.kr_id AND t.as_of <= $1) ORDER BY objective_id, kr_id";
         on_pool!(self, pool => match as_of {
             Some(day) => sqlx::query_as(on_day).bind(day).fetch_all(pool).await,
             None => sqlx::query_as(latest).fetch_all(pool).await,
         })
     }
 
-    /// Objective scores for `as_of`, or the latest per objective.
+    /// Per objective, the newest score on or before `as_of` (the newest of all when `None`).
     pub async fn objective_scores(
         &self,
         as_of: Option<NaiveDate>,
@@ -475,7 +492,9 @@ impl Store {
         let latest = "SELECT objective_id, as_of, score, grade, krs_scored, krs_total \
                       FROM objective_scores_latest ORDER BY objective_id";
         let on_day = "SELECT objective_id, as_of, score, grade, krs_scored, krs_total \
-                      FROM objective_scores WHERE as_of = $1 ORDER BY objective_id";
+                      FROM objective_scores s WHERE as_of = (SELECT max(t.as_of) \
+                      FROM objective_scores t WHERE t.objective_id = s.objective_id \
+                      AND t.as_of <= $1) ORDER BY objective_id";
         on_pool!(self, pool => match as_of {
             Some(day) => sqlx::query_as(on_day).bind(day).fetch_all(pool).await,
             None => sqlx::query_as(latest).fetch_all(pool).await,
@@ -561,6 +580,11 @@ async fn sqlite_replace_points(
     sqlx::query("CREATE TEMP TABLE IF NOT EXISTS staging_days (day TEXT PRIMARY KEY)")
         .execute(&mut **tx)
         .await?;
+    sqlx::query(
+        "CREATE INDEX IF NOT EXISTS staging_points_key ON staging_points (metric, day, dimensions)",
+    )
+    .execute(&mut **tx)
+    .await?;
     sqlx::query("DELETE FROM staging_points")
         .execute(&mut **tx)
         .await?;
@@ -649,6 +673,12 @@ async fn pg_replace_points(
         .execute(&mut **tx)
         .await?;
     }
+    sqlx::query("CREATE INDEX ON staging_points (metric, day, dimensions)")
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("ANALYZE staging_points")
+        .execute(&mut **tx)
+        .await?;
     let deleted = sqlx::query(
         "DELETE FROM metric_points p WHERE p.connector = $1 AND p.day = ANY($2::date[]) \
          AND NOT EXISTS (SELECT 1 FROM staging_points s WHERE s.metric = p.metric \

@@ -58,22 +58,6 @@ fn check_passes_on_the_demo_with_hygiene_advice() {
 }
 
 #[test]
-fn bad_settings_and_env_are_reported() {
-    let dir = copy_example("demo");
-    std::fs::write(
-        dir.path().join("config/default.toml"),
-        "[database]\nurl = \"sqlite://krscore.db\"\n[scoring]\ntimezone = \"Europe/Mosow\"\n",
-    )
-    .unwrap();
-
-    let output = krscore(dir.path(), None, &["check"]);
-
-    let text = expect_code(&output, 2);
-    assert!(text.contains("scoring.timezone"), "{text}");
-    assert!(text.contains("Europe/Mosow"), "{text}");
-}
-
-#[test]
 fn unknown_connector_gets_a_hint() {
     let output = krscore(
         &repo().join("examples/demo"),
@@ -83,4 +67,76 @@ fn unknown_connector_gets_a_hint() {
 
     let text = expect_code(&output, 2);
     assert!(text.contains("did you mean `crm_leads`"), "{text}");
+}
+
+#[test]
+fn every_kr_problem_is_reported_even_when_the_period_is_wrong() {
+    let dir = copy_example("demo");
+    let path = dir.path().join("config/okrs/digital.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text
+        .replacen("period = \"2026-Q4\"", "period = \"2026-Q5\"", 1)
+        .replacen("target = \"-15%\"", "target = \"-abc%\"", 1)
+        .replacen("metric = \"ctr\"", "metric = \"ctrr\"", 1);
+    std::fs::write(&path, text).unwrap();
+    std::fs::write(
+        dir.path().join("config/okrs/zz_more.toml"),
+        "[[objective]]\nid = \"more\"\ntitle = \"More\"\nperiod = \"2026-Q4\"\n\
+         [[objective.key_result]]\nid = \"cpa-down\"\ntitle = \"Twice\"\nmetric = \"cpa\"\ntarget = 1\n\
+         weight = 0\nstart = \"2026-10-01\"\ndays = 100000000\n",
+    )
+    .unwrap();
+
+    let output = krscore(dir.path(), None, &["check"]);
+
+    let text = expect_code(&output, 2);
+    for expected in [
+        "period `2026-Q5`",
+        "target `-abc%`",
+        "unknown metric `ctrr` (did you mean `ctr`?)",
+        "key result id `cpa-down` is used twice (first at config/okrs/digital.toml:",
+        "weight must be a positive number",
+        "`days` (1 to 3660)",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn a_setting_from_the_environment_is_blamed_on_the_variable() {
+    let demo = repo().join("examples/demo");
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_krscore"))
+        .arg("-C")
+        .arg(&demo)
+        .arg("check")
+        .env("KRSCORE__SCORING__TIMEZONE", "Nowhere")
+        .env("KRSCORE__LOG__LEVEL", "loud")
+        .output()
+        .unwrap();
+
+    let text = expect_code(&output, 2);
+    assert!(
+        text.contains("(environment): KRSCORE__SCORING__TIMEZONE: unknown time zone `Nowhere`"),
+        "{text}"
+    );
+    assert!(text.contains("KRSCORE__LOG__LEVEL"), "{text}");
+}
+
+#[test]
+fn a_bad_setting_in_a_file_names_its_line() {
+    let dir = copy_example("demo");
+    std::fs::write(
+        dir.path().join("config/default.toml"),
+        "[database]\nurl = \"sqlite://krscore.db\"\n\n[scoring]\ntimezone = \"Europe/Mosow\"\n",
+    )
+    .unwrap();
+
+    let output = krscore(dir.path(), None, &["check"]);
+
+    let text = expect_code(&output, 2);
+    assert!(
+        text.contains("config/default.toml:5: scoring.timezone"),
+        "{text}"
+    );
 }

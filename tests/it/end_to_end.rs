@@ -218,3 +218,20 @@ fn status_before_any_score_says_what_to_do() {
     let text = expect_code(&output, 0);
     assert!(text.contains("No scores yet"), "{text}");
 }
+
+async fn status_as_of_a_day_between_scores_shows_the_scores_before_it(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let demo = repo().join("examples/demo");
+    expect_code(&krscore(&demo, Some(&db), &["sync", "crm_leads"]), 0);
+    expect_code(
+        &krscore(&demo, Some(&db), &["score", "--as-of", "2026-11-10"]),
+        0,
+    );
+
+    let output = krscore(&demo, Some(&db), &["status", "--as-of", "2026-11-15"]);
+
+    let text = expect_code(&output, 0);
+    assert!(!text.contains("No scores yet"), "{text}");
+    assert!(text.contains("2026-11-10"), "{text}");
+}
+on_both!(status_as_of_a_day_between_scores_shows_the_scores_before_it);

@@ -290,3 +290,107 @@ fn french_export_with_narrow_and_plain_no_break_spaces() {
     assert!(text.contains("1002"), "{text}");
     assert!(text.contains("1000.1"), "{text}");
 }
+
+async fn a_blank_line_inside_the_data_loses_nothing(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let dir = ads_project(
+        "Day,Channel,Cost,Conversions\n2024-01-01,search,10,1\n\n2024-01-02,search,20,1\n\
+         \n\n2024-01-03,search,30,1\n",
+    );
+
+    let output = krscore(dir.path(), Some(&db), &["sync"]);
+
+    let text = expect_code(&output, 0);
+    assert!(
+        text.contains("read 3 row(s), loaded 3, rejected 0"),
+        "{text}"
+    );
+    assert_eq!(
+        db.scalar("SELECT CAST(sum(value) AS BIGINT) FROM metric_points WHERE metric = 'spend'")
+            .await,
+        60
+    );
+}
+on_both!(a_blank_line_inside_the_data_loses_nothing);
+
+#[test]
+fn hostile_cells_are_rejected_with_short_reasons() {
+    let huge = "9".repeat(100_000);
+    let dir = ads_project(&format!(
+        "Day,Channel,Cost,Conversions\n2024-01-01,search,NaN,1\n2024-01-02,search,inf,1\n\
+         2024-01-03,search,1e400,1\n0000-01-01,search,5,1\n2024-01-04,search,{huge}x,1\n\
+         2024-01-05,search,5,1\n"
+    ));
+
+    let project = krscore::project::Project::load(dir.path()).unwrap();
+    let e = project.connectors[0].extract(dir.path()).unwrap();
+
+    let reasons: Vec<&str> = e.rejected.iter().map(|r| r.reason.as_str()).collect();
+    assert_eq!(e.rejected.len(), 5, "{reasons:?}");
+    assert!(reasons[3].contains("outside the years"), "{reasons:?}");
+    assert!(
+        e.rejected
+            .iter()
+            .all(|r| r.reason.len() < 400 && r.raw.len() < 2200)
+    );
+    assert_eq!(e.rows_loaded, 1);
+}
+
+#[test]
+fn sums_too_large_to_store_fail_the_run() {
+    let dir =
+        ads_project("Day,Channel,Cost,Conversions\n2024-01-01,a,1e308,1\n2024-01-01,a,1e308,1\n");
+    let project = krscore::project::Project::load(dir.path()).unwrap();
+
+    let err = project.connectors[0]
+        .extract(dir.path())
+        .unwrap_err()
+        .to_string();
+
+    assert!(err.contains("too large"), "{err}");
+}
+
+async fn an_interrupted_run_is_closed_by_the_next_one(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let dir = ads_project("Day,Channel,Cost,Conversions\n2024-01-01,search,10,1\n");
+    let store = db.store().await;
+    let stale = store.start_ingest_run("ads", "manual").await.unwrap();
+    store.close().await;
+
+    expect_code(&krscore(dir.path(), Some(&db), &["sync"]), 0);
+
+    let rows = db
+        .rows(&format!(
+            "SELECT status, error FROM ingest_runs WHERE id = {stale}"
+        ))
+        .await;
+    assert_eq!(rows[0][0].as_deref(), Some("failed"));
+    assert!(rows[0][1].as_deref().unwrap().contains("interrupted"));
+}
+on_both!(an_interrupted_run_is_closed_by_the_next_one);
+
+#[test]
+fn passwords_never_reach_the_output() {
+    let dir = ads_project("Day,Channel,Cost,Conversions\n2024-01-01,search,10,1\n");
+    for url in [
+        "postgres://bob@127.0.0.1:1/x?password=S3cretPW",
+        "postgres://bob:S3cretPW@127.0.0.1:1/x",
+        "postgres:/bob:S3cretPW@127.0.0.1:1/x",
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_krscore"))
+            .arg("-C")
+            .arg(dir.path())
+            .args(["-v", "sync"])
+            .env("KRSCORE__DATABASE__URL", url)
+            .output()
+            .unwrap();
+
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(!output.status.success());
+        assert!(!text.contains("S3cretPW"), "{url}: {text}");
+    }
+}

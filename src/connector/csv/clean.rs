@@ -324,18 +324,42 @@ pub fn detect_date_format<'a>(
     if sample.is_empty() {
         return None;
     }
-    DATE_FORMATS
+    let reads = |format: &DateFormat| {
+        sample
+            .iter()
+            .filter(|s| format.day(s, tz, tz).is_some())
+            .count()
+            * 10
+            >= sample.len() * 9
+    };
+    let found = DATE_FORMATS
         .iter()
         .filter_map(|f| DateFormat::new(f).ok())
-        .find(|format| {
-            sample
-                .iter()
-                .filter(|s| format.day(s, tz, tz).is_some())
-                .count()
-                * 10
-                >= sample.len() * 9
-        })
+        .find(|f| reads(f));
+    if found.is_some() {
+        return found;
+    }
+    // day-first or month-first only when the values themselves settle it (a 13th day)
+    for (day_first, month_first) in AMBIGUOUS_PAIRS {
+        let a = DateFormat::new(day_first).expect("valid format");
+        let b = DateFormat::new(month_first).expect("valid format");
+        match (reads(&a), reads(&b)) {
+            (true, false) => return Some(a),
+            (false, true) => return Some(b),
+            _ => {}
+        }
+    }
+    None
 }
+
+/// Formats that differ only in the order of day and month.
+const AMBIGUOUS_PAIRS: &[(&str, &str)] = &[
+    ("%d/%m/%Y", "%m/%d/%Y"),
+    ("%d-%m-%Y", "%m-%d-%Y"),
+    ("%d/%m/%y", "%m/%d/%y"),
+    ("%d-%m-%y", "%m-%d-%y"),
+    ("%d.%m.%y", "%m.%d.%y"),
+];
 
 const EPOCH: NaiveDate = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap();
 
@@ -436,6 +460,17 @@ mod tests {
         assert_eq!(day("2024-03-30T23:30:00Z"), "2024-03-31");
         assert_eq!(day("2024-03-31T21:30:00Z"), "2024-03-31");
         assert_eq!(day("2024-03-31T22:30:00Z"), "2024-04-01");
+    }
+
+    #[test]
+    fn day_first_is_detected_only_when_the_values_prove_it() {
+        let tz = chrono_tz::UTC;
+
+        let proven = detect_date_format(["01/02/2026", "13/04/2026"].into_iter(), tz);
+        let ambiguous = detect_date_format(["01/02/2026", "03/04/2026"].into_iter(), tz);
+
+        assert_eq!(proven.map(|f| f.format), Some("%d/%m/%Y".to_string()));
+        assert!(ambiguous.is_none());
     }
 
     #[test]

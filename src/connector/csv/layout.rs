@@ -258,13 +258,29 @@ fn labelled_date(text: &str, pattern: &str) -> Option<NaiveDate> {
         .ok()
 }
 
+/// Whether a record reads like a header: every non-empty cell is text with a letter in it,
+/// not a number, a date or an amount.
+pub fn looks_like_header(record: &csv::StringRecord) -> bool {
+    let mut any = false;
+    for cell in record.iter().map(str::trim).filter(|c| !c.is_empty()) {
+        any = true;
+        let letters = cell.chars().filter(|c| c.is_alphabetic()).count();
+        let digits = cell.chars().filter(|c| c.is_ascii_digit()).count();
+        if letters == 0 || digits > letters {
+            return false;
+        }
+    }
+    any
+}
+
 /// Whether text looks like UTF-8 that was once read as a Western code page (`Ð”Ð°Ñ‚Ð°`,
 /// `Ã©`): such a file is already garbled, and its names will not match.
 pub fn looks_garbled(text: &str) -> bool {
     let chars: Vec<char> = text.chars().collect();
     chars.windows(2).any(|w| {
         matches!(w[0], 'Ð' | 'Ñ' | 'Ã' | 'Â')
-            && (('\u{80}'..='\u{bf}').contains(&w[1]) || "€‚ƒ„…†‡ˆ‰Š‹ŒŽ‘’“”•–—˜™š›œžŸ".contains(w[1]))
+            && (('\u{80}'..='\u{bf}').contains(&w[1])
+                || "€‚ƒ„…†‡ˆ‰Š‹ŒŽ‘’“”•–—˜™š›œžŸ".contains(w[1]))
     })
 }
 

@@ -32,6 +32,8 @@ pub use clean::PLACEHOLDERS;
 const CHUNK_ROWS: usize = 65_536;
 /// Records looked at for the header before giving up.
 const HEADER_SEARCH: usize = 1000;
+/// Characters of a rejected row's text that are stored.
+const RAW_KEPT: usize = 2000;
 /// Skipped lines kept for the preview (the count is always exact).
 const SKIPPED_KEPT: usize = 50;
 
@@ -479,6 +481,9 @@ fn read_file(
             (layout::unique_headers(&cells).0, line)
         })
     });
+    if header.is_none() && !seen_record {
+        return Err(source_err(shown, "the file is empty (no header, no rows)"));
+    }
     let Some((header, header_line)) = header else {
         let wanted = if date_names.is_empty() {
             &metric_names
@@ -653,6 +658,8 @@ fn read_file(
     let mut stated_rows: Option<(u64, u64)> = None;
     let mut ended_at: Option<u64> = None;
     let mut after_table = 0u64;
+    let mut after_blank = false;
+    let mut short_rows = 0u64;
     let mut raw = String::new();
     while let Some((line, blanks)) =
         next_record(&mut reader, &mut record, line_offset).map_err(|err| source_err(shown, err))?
@@ -662,11 +669,17 @@ fn read_file(
             continue;
         }
         let blank = record.iter().all(|c| c.trim().is_empty());
-        if blanks > 0 || (blank && record.len() <= 1) {
+        if blank && record.len() <= 1 {
+            after_blank = true;
+            continue;
+        }
+        // after a blank line, a header-like record starts another table; data goes on
+        if (blanks > 0 || after_blank) && layout::looks_like_header(&record) {
             ended_at = Some(line);
             after_table += 1;
             continue;
         }
+        after_blank = false;
         raw.clear();
         for (i, cell) in record.iter().enumerate() {
             if i > 0 {
@@ -722,8 +735,11 @@ fn read_file(
             location: format!("{shown}:{line}"),
             line: Some(line as i64),
             reason,
-            raw: raw.clone(),
+            raw: clip(&raw, RAW_KEPT),
         };
+        if cells.len() < header_len {
+            short_rows += 1;
+        }
         if cells.len() > header_len && cells[header_len..].iter().any(|c| !c.trim().is_empty()) {
             let extra: Vec<&str> = cells[header_len..]
                 .iter()
@@ -733,7 +749,7 @@ fn read_file(
             state.rejected.push(reject(format!(
                 "row has {} cells but the header has {header_len}: extra `{}`",
                 cells.len(),
-                extra.join("`, `")
+                clip(&extra.join("`, `"), 200)
             )));
             continue;
         }
@@ -778,7 +794,18 @@ fn read_file(
     if chunk.len() > 0 {
         state.process(chunk)?;
     }
+    if short_rows > 0 {
+        warnings.push(format!(
+            "{shown}: {short_rows} row(s) have fewer cells than the header; their missing cells \
+             are read as missing"
+        ));
+    }
     if after_table > 0 {
+        warnings.push(format!(
+            "{shown}:{}: the table ends at a blank line; {after_table} record(s) after it (another \
+             table?) were not read; set [format] table to read another one",
+            ended_at.unwrap_or(0)
+        ));
         rows_skipped += after_table;
         if skipped.len() < SKIPPED_KEPT + 1 {
             skipped.push(SkippedLine {
@@ -829,6 +856,22 @@ fn next_record<R: Read>(
     let last_line = reader.position().line().saturating_sub(1).max(scan_start);
     let start = last_line.saturating_sub(newlines(record)).max(scan_start);
     Ok(Some((start + line_offset, start - scan_start)))
+}
+
+/// Years outside this range are typing or export errors, not data.
+const EARLIEST_YEAR: i32 = 1900;
+const LATEST_YEAR: i32 = 2199;
+
+fn plausible_day(day: &NaiveDate) -> bool {
+    (EARLIEST_YEAR..=LATEST_YEAR).contains(&chrono::Datelike::year(day))
+}
+
+/// At most `max` characters of `text`, marked when cut.
+pub fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}… ({} characters)", &text[..i], text.chars().count()),
+        None => text.to_string(),
+    }
 }
 
 fn newlines(record: &csv::StringRecord) -> u64 {
@@ -937,6 +980,7 @@ impl FileState<'_> {
                         }
                         let day = format
                             .day(cell, self.timezone, self.naive_zone)
+                            .filter(plausible_day)
                             .map(day_number);
                         self.date_cache.insert(cell.to_string(), day);
                         day
@@ -1097,8 +1141,23 @@ impl FileState<'_> {
                     .unwrap_or_default();
                 if value.trim().is_empty() {
                     format!("column `{column}`: no date")
+                } else if self
+                    .date_format
+                    .as_ref()
+                    .and_then(|f| f.day(&value, self.timezone, self.naive_zone))
+                    .is_some()
+                {
+                    format!(
+                        "column `{column}`: `{}` is outside the years {}-{}",
+                        clip(&value, 100),
+                        EARLIEST_YEAR,
+                        LATEST_YEAR
+                    )
                 } else {
-                    format!("column `{column}`: `{value}` does not match date format `{format}`")
+                    format!(
+                        "column `{column}`: `{}` does not match date format `{format}`",
+                        clip(&value, 100)
+                    )
                 }
             } else {
                 let index = if code >= 1000 { code - 1000 } else { code - 1 } as usize;
@@ -1113,14 +1172,14 @@ impl FileState<'_> {
                 let column = &self.columns.header[self.columns.sources[slot]];
                 format!(
                     "column `{column}`: `{}` is not a number",
-                    cell(format!("__c{slot}"), row)
+                    clip(&cell(format!("__c{slot}"), row), 100)
                 )
             };
             self.rejected.push(RejectedRow {
                 location: format!("{}:{line}", self.shown),
                 line: Some(line),
                 reason,
-                raw: raws.get(row).unwrap_or_default().to_string(),
+                raw: clip(raws.get(row).unwrap_or_default(), RAW_KEPT),
             });
         }
         Ok(())
@@ -1203,6 +1262,15 @@ impl FileState<'_> {
                     continue;
                 }
                 let Some(value) = sums.get(row) else { continue };
+                if !value.is_finite() {
+                    return Err(source_err(
+                        shown,
+                        format!(
+                            "`{}` on {day} sums to a number too large to store; check the values",
+                            metric.name
+                        ),
+                    ));
+                }
                 points.push(Point {
                     metric: metric.name.clone(),
                     day,
