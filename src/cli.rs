@@ -71,6 +71,11 @@ pub enum Command {
     },
     /// Check every file of the project and report all problems at once.
     Check,
+    /// The end-of-period review: final scores, zones per owner, calibration advice.
+    Review {
+        /// The period, such as 2026-Q4.
+        period: String,
+    },
     /// Show the points a connector would load, writing nothing.
     Preview {
         /// The connector name.
@@ -160,6 +165,7 @@ async fn execute(cli: Cli) -> ExitCode {
         Command::Sync { connectors } => sync(&project, &store, &connectors).await,
         Command::Score { as_of, from, to } => score(&project, &store, as_of, from, to).await,
         Command::Status { as_of } => show_status(&project, &store, as_of).await,
+        Command::Review { period } => review(&project, &store, &period).await,
         Command::Check | Command::Preview { .. } => unreachable!("handled above"),
     };
     store.close().await;
@@ -292,6 +298,7 @@ async fn sync(project: &Project, store: &Store, names: &[String]) -> anyhow::Res
         }
     }
     let outcomes = ingest::sync(project, store, names, "manual").await?;
+    ingest::rescore_restated(project, store, &outcomes).await?;
     Ok(report_runs(&outcomes))
 }
 
@@ -361,12 +368,19 @@ async fn show_status(
     Ok(ExitCode::SUCCESS)
 }
 
+async fn review(project: &Project, store: &Store, period: &str) -> anyhow::Result<ExitCode> {
+    let review = scoring::review::review(project, store, period, scoring::today(project)).await?;
+    print!("{}", scoring::review::render(project, &review));
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn run_once(
     project: &Project,
     store: &Store,
     as_of: Option<NaiveDate>,
 ) -> anyhow::Result<ExitCode> {
     let outcomes = ingest::sync(project, store, &[], "run_once").await?;
+    ingest::rescore_restated(project, store, &outcomes).await?;
     let code = report_runs(&outcomes);
     let day = as_of.unwrap_or_else(|| scoring::today(project));
     scoring::run(project, store, &[day], "run_once").await?;

@@ -23,6 +23,8 @@ pub struct RunOutcome {
     pub rows_rejected: u64,
     pub points_written: u64,
     pub points_deleted: u64,
+    /// The first day whose points changed (a restatement re-scores the days after it).
+    pub changed_from: Option<chrono::NaiveDate>,
     pub error: Option<String>,
 }
 
@@ -40,6 +42,18 @@ pub async fn sync(
         }
     }
     Ok(outcomes)
+}
+
+/// Re-scores the stored as-of days that the runs' changed points fall into.
+pub async fn rescore_restated(
+    project: &Project,
+    store: &Store,
+    outcomes: &[RunOutcome],
+) -> anyhow::Result<()> {
+    if let Some(from) = outcomes.iter().filter_map(|o| o.changed_from).min() {
+        crate::scoring::rescore_from(project, store, from, "restatement").await?;
+    }
+    Ok(())
 }
 
 /// Reads a connector without writing anything. Blocking work runs off the runtime.
@@ -75,6 +89,7 @@ pub async fn sync_connector(
             rows_rejected: 0,
             points_written: 0,
             points_deleted: 0,
+            changed_from: None,
             error: None,
         };
 
@@ -155,6 +170,9 @@ pub async fn sync_connector(
         outcome.succeeded = true;
         outcome.points_written = stats.written;
         outcome.points_deleted = stats.deleted;
+        if stats.written + stats.deleted > 0 {
+            outcome.changed_from = days.first().copied();
+        }
         info!(
             rows_read = extract.rows_read,
             rows_loaded = extract.rows_loaded,

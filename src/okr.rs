@@ -161,6 +161,8 @@ pub enum Baseline {
     PreviousPeriod,
     /// The metric over the KR's window one year earlier.
     SamePeriodLastYear,
+    /// The metric over explicit dates.
+    Dates(Window),
 }
 
 /// A KR's target.
@@ -169,6 +171,26 @@ pub enum Target {
     Value(f64),
     /// A change relative to the baseline: 0.4 for `+40%`.
     Relative(f64),
+    /// A band to stay inside (`within`).
+    Band(f64, f64),
+}
+
+impl Target {
+    pub fn spec(&self) -> String {
+        match self {
+            Target::Value(v) => v.to_string(),
+            Target::Relative(p) => format!("{:+}%", (p * 1e6).round() / 1e4),
+            Target::Band(lo, hi) => format!("[{lo}, {hi}]"),
+        }
+    }
+}
+
+/// A target that replaces the previous one from a day on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Revision {
+    pub effective: NaiveDate,
+    pub target: Target,
+    pub note: Option<String>,
 }
 
 /// How a value is scored against baseline and target.
@@ -178,6 +200,10 @@ pub enum KrType {
     Decrease,
     AtLeast,
     AtMost,
+    /// Stay inside a band: 1 inside, 0 outside.
+    Within,
+    /// Done or not: a metric reaching a count, or a done date in the file.
+    Milestone,
 }
 
 impl KrType {
@@ -187,6 +213,8 @@ impl KrType {
             KrType::Decrease => "decrease",
             KrType::AtLeast => "at_least",
             KrType::AtMost => "at_most",
+            KrType::Within => "within",
+            KrType::Milestone => "milestone",
         }
     }
 }
@@ -207,30 +235,47 @@ pub struct Objective {
     pub file: String,
 }
 
+/// Money behind a KR: how much may be spent and which metric counts the spending.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Budget {
+    pub amount: f64,
+    pub spend_metric: String,
+}
+
 /// A validated key result.
 #[derive(Debug, Clone)]
 pub struct KeyResult {
     pub id: String,
     pub objective_id: String,
     pub title: String,
-    pub metric: String,
+    /// The measured metric; a milestone with a done date may have none.
+    pub metric: Option<String>,
     pub filter: Filter,
     pub window: Window,
     /// Whether the window is the objective's period (so "previous period" is the calendar one).
     pub period: Period,
     pub baseline: Option<Baseline>,
-    pub target: Target,
+    /// The original target; `None` only for a milestone with a done date.
+    pub target: Option<Target>,
+    /// Later targets with the day each takes effect, in date order.
+    pub revisions: Vec<Revision>,
     /// The type as written, or `None` to infer it from baseline and target.
     pub kr_type: Option<KrType>,
     pub weight: f64,
+    /// A milestone's done date.
+    pub done: Option<NaiveDate>,
+    pub budget: Option<Budget>,
+    /// Days without new data after which the KR is `stale` (KR, else connector, else setting).
+    pub stale_after_days: Option<u32>,
 }
 
 impl KeyResult {
     /// The window the baseline is computed over, for computed baselines.
     pub fn baseline_window(&self) -> Option<Window> {
-        match self.baseline {
+        match &self.baseline {
             Some(Baseline::PreviousPeriod) => Some(self.period.previous()),
             Some(Baseline::SamePeriodLastYear) => Some(self.window.year_before()),
+            Some(Baseline::Dates(w)) => Some(*w),
             _ => None,
         }
     }
@@ -240,14 +285,33 @@ impl KeyResult {
             Baseline::Value(v) => v.to_string(),
             Baseline::PreviousPeriod => "previous_period".into(),
             Baseline::SamePeriodLastYear => "same_period_last_year".into(),
+            Baseline::Dates(w) => w.to_string(),
         })
     }
 
     pub fn target_spec(&self) -> String {
-        match self.target {
-            Target::Value(v) => v.to_string(),
-            Target::Relative(p) => format!("{:+}%", (p * 1e6).round() / 1e4),
+        match (&self.target, self.done) {
+            (Some(t), _) => t.spec(),
+            (None, Some(done)) => format!("done {done}"),
+            (None, None) => String::new(),
         }
+    }
+
+    /// The target in force on `day`, and the day it took effect when it is a revision.
+    pub fn target_on(&self, day: NaiveDate) -> (Option<Target>, Option<NaiveDate>) {
+        match self.revisions.iter().rev().find(|r| r.effective <= day) {
+            Some(r) => (Some(r.target), Some(r.effective)),
+            None => (self.target, None),
+        }
+    }
+
+    /// Metric names the KR reads: its metric and its budget's spend metric.
+    pub fn metrics(&self) -> Vec<&str> {
+        self.metric
+            .iter()
+            .map(String::as_str)
+            .chain(self.budget.iter().map(|b| b.spend_metric.as_str()))
+            .collect()
     }
 }
 
@@ -272,12 +336,15 @@ impl DateValue {
     }
 }
 
-/// A number, or a string such as `"+40%"` or `"previous_period"`.
+/// A number, a string such as `"+40%"` or `"previous_period"`, a pair `[low, high]`, or
+/// dates `{ start = ..., end = ... }`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum NumberOrText {
     Number(f64),
     Text(String),
+    Pair(Vec<f64>),
+    Dates { start: DateValue, end: DateValue },
 }
 
 /// A filter value: one value or a list.
@@ -331,25 +398,47 @@ pub struct RawKeyResult {
     /// Stable identifier, unique in the project.
     pub id: String,
     pub title: String,
-    /// A metric of `config/metrics.toml`.
-    pub metric: String,
+    /// A metric of `config/metrics.toml` (a milestone with `done` may have none).
+    pub metric: Option<String>,
     /// Dimension filter: `{ region = "KZ" }` or `{ channel = ["organic", "referral"] }`.
     #[serde(rename = "where", default)]
     pub filter: BTreeMap<String, OneOrMany>,
-    /// A number, `"previous_period"` or `"same_period_last_year"`.
+    /// A number, `"previous_period"`, `"same_period_last_year"` or `{ start, end }` dates.
     pub baseline: Option<NumberOrText>,
-    /// A number, or `"+40%"` / `"-15%"` relative to the baseline.
-    pub target: NumberOrText,
-    /// `increase`, `decrease`, `at_least` or `at_most`; inferred when absent.
+    /// A number, `"+40%"` / `"-15%"` relative to the baseline, or `[low, high]` for `within`.
+    pub target: Option<NumberOrText>,
+    /// `increase`, `decrease`, `at_least`, `at_most`, `within` or `milestone`.
     #[serde(rename = "type")]
     pub kr_type: Option<RawKrType>,
     /// Weight in the objective's score (default 1).
     pub weight: Option<f64>,
-    /// The KR's own window: `start` with `end` or with `days`.
+    /// The KR's own window: `period` (`2026-11`), or `start` with `end` or `days`.
+    pub period: Option<String>,
     pub start: Option<DateValue>,
     pub end: Option<DateValue>,
     pub days: Option<u32>,
+    /// A milestone's done date.
+    pub done: Option<DateValue>,
+    /// Money the KR may spend, with `spend_metric`.
+    pub budget: Option<f64>,
+    pub spend_metric: Option<String>,
+    /// Days without new data after which scores are marked stale.
+    pub stale_after_days: Option<u32>,
+    /// Target revisions: `[[objective.key_result.revision]]` with `effective` and `target`.
+    #[serde(default)]
+    pub revision: Vec<RawRevision>,
     pub description: Option<String>,
+}
+
+/// `[[objective.key_result.revision]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRevision {
+    /// The first day the new target is in force.
+    pub effective: DateValue,
+    pub target: NumberOrText,
+    /// Why the target changed.
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -359,6 +448,8 @@ pub enum RawKrType {
     Decrease,
     AtLeast,
     AtMost,
+    Within,
+    Milestone,
 }
 
 impl From<RawKrType> for KrType {
@@ -368,6 +459,8 @@ impl From<RawKrType> for KrType {
             RawKrType::Decrease => KrType::Decrease,
             RawKrType::AtLeast => KrType::AtLeast,
             RawKrType::AtMost => KrType::AtMost,
+            RawKrType::Within => KrType::Within,
+            RawKrType::Milestone => KrType::Milestone,
         }
     }
 }

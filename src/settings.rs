@@ -27,6 +27,72 @@ pub struct Settings {
     /// Log format and level.
     #[serde(default)]
     pub log: LogSettings,
+    /// OKR-practice advice given by `check` and the review.
+    #[serde(default)]
+    pub hygiene: HygieneSettings,
+}
+
+/// `[hygiene]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HygieneSettings {
+    /// More objectives than this per owner and period is advised against.
+    #[serde(default = "default_max_objectives")]
+    pub max_objectives_per_owner: usize,
+    /// Fewer key results per objective than this is advised against.
+    #[serde(default = "default_min_krs")]
+    pub min_krs: usize,
+    /// More key results per objective than this is advised against.
+    #[serde(default = "default_max_krs")]
+    pub max_krs: usize,
+    /// A target implying a smaller relative change than this is advised against.
+    #[serde(default = "default_min_change")]
+    pub min_change: f64,
+    /// An owner whose final scores average at least this is not setting ambitious goals.
+    #[serde(default = "default_sandbagging_from")]
+    pub sandbagging_from: f64,
+    /// An owner whose final scores average at most this sets unrealistic or blocked goals.
+    #[serde(default = "default_unrealistic_below")]
+    pub unrealistic_to: f64,
+    /// How many reviewed periods the calibration looks back over.
+    #[serde(default = "default_calibration_periods")]
+    pub calibration_periods: usize,
+}
+
+fn default_max_objectives() -> usize {
+    2
+}
+fn default_min_krs() -> usize {
+    3
+}
+fn default_max_krs() -> usize {
+    5
+}
+fn default_min_change() -> f64 {
+    0.05
+}
+fn default_sandbagging_from() -> f64 {
+    0.9
+}
+fn default_unrealistic_below() -> f64 {
+    0.4
+}
+fn default_calibration_periods() -> usize {
+    4
+}
+
+impl Default for HygieneSettings {
+    fn default() -> Self {
+        HygieneSettings {
+            max_objectives_per_owner: default_max_objectives(),
+            min_krs: default_min_krs(),
+            max_krs: default_max_krs(),
+            min_change: default_min_change(),
+            sandbagging_from: default_sandbagging_from(),
+            unrealistic_to: default_unrealistic_below(),
+            calibration_periods: default_calibration_periods(),
+        }
+    }
 }
 
 /// `[database]`
@@ -66,6 +132,16 @@ pub struct ScoringSettings {
     /// marked `stale`.
     #[serde(default = "default_stale_after_days")]
     pub stale_after_days: u32,
+    /// Recent days a gauge or ratio trend is fitted over for the forecast.
+    #[serde(default = "default_trend_days")]
+    pub trend_days: u32,
+    /// A day whose value is more than this factor above (or below 1/factor of) the median of
+    /// the days before it is flagged on the score row.
+    #[serde(default = "default_jump_factor")]
+    pub jump_factor: f64,
+    /// How many days before a day make its history for the jump check.
+    #[serde(default = "default_jump_history_days")]
+    pub jump_history_days: u32,
 }
 
 /// `[ingest]`
@@ -122,6 +198,15 @@ fn default_at_risk_from() -> f64 {
 fn default_stale_after_days() -> u32 {
     7
 }
+fn default_trend_days() -> u32 {
+    14
+}
+fn default_jump_factor() -> f64 {
+    5.0
+}
+fn default_jump_history_days() -> u32 {
+    28
+}
 fn default_max_reject_share() -> f64 {
     0.1
 }
@@ -147,6 +232,9 @@ impl Default for ScoringSettings {
             on_track_from: default_on_track_from(),
             at_risk_from: default_at_risk_from(),
             stale_after_days: default_stale_after_days(),
+            trend_days: default_trend_days(),
+            jump_factor: default_jump_factor(),
+            jump_history_days: default_jump_history_days(),
         }
     }
 }

@@ -90,7 +90,7 @@ pub fn render(
             "  KR", "value", "target", "progress", "score", "grade", "status", "as of",
         ]);
         for kr in &objective.key_results {
-            let metric = project.catalogue.get(&kr.metric);
+            let metric = kr.metric.as_deref().and_then(|m| project.catalogue.get(m));
             let s = krs.iter().find(|r| r.kr_id == kr.id);
             let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format_value(v, metric));
             let mut status = s

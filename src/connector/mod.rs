@@ -133,6 +133,13 @@ impl Connector {
         }
     }
 
+    /// Days without new data after which KRs on this connector's metrics are stale.
+    pub fn stale_after_days(&self) -> Option<u32> {
+        match &self.kind {
+            ConnectorKind::Csv(config) => config.stale_after_days,
+        }
+    }
+
     /// Dimensions read from columns (their values vary from row to row).
     pub fn varying_dimensions(&self) -> BTreeSet<String> {
         match &self.kind {

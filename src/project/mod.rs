@@ -4,6 +4,7 @@
 //! To check something new, add it to the `check_*` function of the file it concerns and
 //! locate it with [`TomlFile::problem`] so the message names file, line and field.
 
+pub mod okr_check;
 pub mod problem;
 pub mod toml_file;
 
@@ -15,10 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::connector::csv::{CsvConfig, DateFormat, parse_delimiter};
 use crate::connector::{Connector, ConnectorKind, KINDS};
 use crate::metrics::{Catalogue, Formula, Metric, MetricKind, RawKind, RawMetric, Rollup};
-use crate::okr::{
-    Baseline, KeyResult, KrType, NumberOrText, Objective, Period, RawOkrFile, Target, Window,
-    parse_relative,
-};
+use crate::okr::{KeyResult, Objective, Period, RawOkrFile, Window};
 use crate::settings::{self, Settings};
 use problem::{ConfigErrors, Problem, with_hint};
 use toml_file::{KeyPath, TomlFile};
@@ -66,6 +64,7 @@ impl Project {
             &catalogue,
             &connectors,
             &default_tz,
+            &settings.hygiene,
             &mut problems,
             &mut warnings,
             &mut hasher,
@@ -492,14 +491,12 @@ fn check_csv(
     (problems.len() == before).then_some(tz)
 }
 
-/// Longest KR window, in days.
-const MAX_WINDOW_DAYS: u32 = 3660;
-
 fn load_objectives(
     root: &Path,
     catalogue: &Catalogue,
     connectors: &[Connector],
     default_tz: &str,
+    hygiene: &crate::settings::HygieneSettings,
     problems: &mut Vec<Problem>,
     warnings: &mut Vec<Problem>,
     hasher: &mut Sha256,
@@ -520,9 +517,26 @@ fn load_objectives(
         }
     }
 
+    let mut stale_limits: HashMap<String, u32> = HashMap::new();
+    for connector in connectors {
+        if let Some(limit) = connector.stale_after_days() {
+            for metric in connector.metric_names() {
+                let entry = stale_limits.entry(metric).or_insert(limit);
+                *entry = (*entry).max(limit);
+            }
+        }
+    }
+    let context = okr_check::KrContext {
+        catalogue,
+        catalogue_ok: !catalogue.metrics.is_empty(),
+        dimensions: &dimensions,
+        varying: &varying,
+        stale_limits: &stale_limits,
+        hygiene,
+    };
+
     let mut objectives: Vec<Objective> = Vec::new();
-    let mut kr_ids: BTreeMap<String, String> = BTreeMap::new();
-    let catalogue_ok = !catalogue.metrics.is_empty();
+    let mut kr_ids: okr_check::SeenIds = BTreeMap::new();
     let files = toml_files(&root.join("config/okrs"));
     if files.is_empty() {
         warnings.push(Problem {
@@ -592,229 +606,36 @@ fn load_objectives(
             let mut key_results = Vec::new();
             for (ki, k) in o.key_result.iter().enumerate() {
                 let at_kr = at.key("key_result").index(ki);
-                let problem_count = problems.len();
-                let kp = |field: &str| at_kr.key(field);
+                let at_id = at_kr.key("id");
                 let here = format!(
                     "{}:{}",
                     shown.display(),
-                    file.line_of_path(&kp("id")).unwrap_or(0)
+                    file.line_of_path(&at_id).unwrap_or(0)
                 );
                 if let Some(first) = kr_ids.get(&k.id) {
                     problems.push(file.problem(
-                        &kp("id"),
+                        &at_id,
                         format!("key result id `{}` is used twice (first at {first})", k.id),
                     ));
                 } else {
                     kr_ids.insert(k.id.clone(), here);
                 }
-                match catalogue.get(&k.metric) {
-                    None if !catalogue_ok => {}
-                    None => problems.push(file.problem(
-                        &kp("metric"),
-                        with_hint(
-                            format!("unknown metric `{}`", k.metric),
-                            &k.metric,
-                            catalogue.names(),
-                        ),
-                    )),
-                    Some(_) => {
-                        for base in catalogue.base_metrics(&k.metric) {
-                            let is_gauge = matches!(
-                                catalogue.get(&base).map(|m| &m.kind),
-                                Some(MetricKind::Gauge(_))
-                            );
-                            let summed: Vec<&String> = varying
-                                .get(&base)
-                                .into_iter()
-                                .flatten()
-                                .filter(|d| !k.filter.contains_key(*d))
-                                .collect();
-                            if is_gauge && !summed.is_empty() {
-                                warnings.push(file.problem(
-                                    &at_kr.key("where"),
-                                    format!(
-                                        "`{base}` is a gauge: without a `where` on {} its values \
-                                         are summed across them (a share of 40% in RU and 13% \
-                                         in KZ would read 53%)",
-                                        summed.iter().map(|d| format!("`{d}`")).collect::<Vec<_>>().join(", ")
-                                    ),
-                                ));
-                            }
-                            let dims = dimensions.get(&base);
-                            if dims.is_none() {
-                                warnings.push(file.problem(
-                                    &at_kr.key("metric"),
-                                    format!(
-                                        "no connector loads `{base}`: this KR will have no data"
-                                    ),
-                                ));
-                                continue;
-                            }
-                            for dim in k.filter.keys() {
-                                if !dims.is_some_and(|d| d.contains(dim)) {
-                                    let known = dims.into_iter().flatten().map(String::as_str);
-                                    problems.push(file.problem(
-                                        &at_kr.key("where").key(dim),
-                                        with_hint(
-                                            format!("`{base}` has no dimension `{dim}`"),
-                                            dim,
-                                            known,
-                                        ),
-                                    ));
-                                }
-                            }
-                        }
-                    }
-                }
-                let baseline = match &k.baseline {
-                    None => None,
-                    Some(NumberOrText::Number(v)) => Some(Baseline::Value(*v)),
-                    Some(NumberOrText::Text(t)) => match t.as_str() {
-                        "previous_period" => Some(Baseline::PreviousPeriod),
-                        "same_period_last_year" => Some(Baseline::SamePeriodLastYear),
-                        other => {
-                            problems.push(file.problem(
-                                &kp("baseline"),
-                                with_hint(
-                                    format!("baseline `{other}`: write a number, \"previous_period\" or \"same_period_last_year\""),
-                                    other,
-                                    ["previous_period", "same_period_last_year"],
-                                ),
-                            ));
-                            None
-                        }
-                    },
+                let mut checker = okr_check::KrChecker {
+                    file: &file,
+                    context: &context,
+                    problems,
+                    warnings,
                 };
-                let target = match &k.target {
-                    NumberOrText::Number(v) => Some(Target::Value(*v)),
-                    NumberOrText::Text(t) => match parse_relative(t) {
-                        Some(_) if k.baseline.is_none() => {
-                            problems.push(file.problem(
-                                &kp("target"),
-                                format!("target `{t}` is relative: give a `baseline`"),
-                            ));
-                            None
-                        }
-                        Some(p) => Some(Target::Relative(p)),
-                        None => {
-                            problems.push(file.problem(
-                                &kp("target"),
-                                format!(
-                                    "target `{t}`: write a number or a change such as \"+40%\""
-                                ),
-                            ));
-                            None
-                        }
-                    },
-                };
-                let kr_type = k.kr_type.map(KrType::from);
-                if let (Some(kind), Some(Baseline::Value(b)), Some(Target::Value(t))) =
-                    (kr_type, &baseline, target)
-                {
-                    let wrong = match kind {
-                        KrType::Increase => t <= *b,
-                        KrType::Decrease => t >= *b,
-                        _ => false,
-                    };
-                    if wrong {
-                        problems.push(file.problem(
-                            &kp("type"),
-                            format!(
-                                "type {} does not fit baseline {b} and target {t}",
-                                kind.name()
-                            ),
-                        ));
-                    }
-                }
-                if let (Some(kind), Some(Target::Relative(p))) = (kr_type, target)
-                    && ((kind == KrType::Increase && p <= 0.0)
-                        || (kind == KrType::Decrease && p >= 0.0))
-                {
-                    problems.push(file.problem(
-                        &kp("type"),
-                        format!(
-                            "type {} does not fit target {}",
-                            kind.name(),
-                            k.target_text()
-                        ),
-                    ));
-                }
-                if kr_type.is_none()
-                    && baseline.is_some()
-                    && matches!((&baseline, target), (Some(Baseline::Value(b)), Some(Target::Value(t))) if *b == t)
-                {
-                    problems.push(
-                        file.problem(&kp("target"), "target equals baseline: nothing to achieve"),
-                    );
-                }
-                let weight = k.weight.unwrap_or(1.0);
-                if !(weight.is_finite() && weight > 0.0) {
-                    problems.push(file.problem(&kp("weight"), "weight must be a positive number"));
-                }
-                let window = match (&k.start, &k.end, k.days) {
-                    (None, None, None) => period.map(|p| p.window()),
-                    (Some(start), end, days) => {
-                        match (start.parse(), end.as_ref().map(|e| e.parse()), days) {
-                            (Some(s), Some(Some(e)), None) if s <= e => {
-                                Some(Window { start: s, end: e })
-                            }
-                            (Some(s), None, Some(n)) if (1..=MAX_WINDOW_DAYS).contains(&n) => {
-                                Some(Window {
-                                    start: s,
-                                    end: s + chrono::Days::new(n as u64 - 1),
-                                })
-                            }
-                            _ => {
-                                problems.push(file.problem(&kp("start"), "give `start` with `end` (start <= end) or with `days` (1 to 3660), as YYYY-MM-DD"));
-                                None
-                            }
-                        }
-                    }
-                    _ => {
-                        problems.push(file.problem(
-                            &kp("start"),
-                            "an own window needs `start`, with `end` or `days`",
-                        ));
-                        None
-                    }
-                };
-                if problems.len() != problem_count {
-                    continue;
-                }
-                let (Some(window), Some(target), Some(period)) = (window, target, period) else {
-                    continue;
-                };
-                let own_period = if window == period.window() {
-                    period
-                } else {
-                    Period::Dates(window)
-                };
-                key_results.push(KeyResult {
-                    id: k.id.clone(),
-                    objective_id: o.id.clone(),
-                    title: k.title.clone(),
-                    metric: k.metric.clone(),
-                    filter: k
-                        .filter
-                        .iter()
-                        .map(|(d, v)| (d.clone(), v.values()))
-                        .collect(),
-                    window,
-                    period: own_period,
-                    baseline,
-                    target,
-                    kr_type,
-                    weight,
-                });
+                key_results.extend(checker.check(&at_kr, k, &o.id, period));
             }
 
             let count = o.key_result.len();
-            if !(3..=5).contains(&count) {
+            if !(hygiene.min_krs..=hygiene.max_krs).contains(&count) {
                 warnings.push(file.problem(
                     &at,
                     format!(
-                        "objective `{}` has {count} key result(s); 3 to 5 keep it focused",
-                        o.id
+                        "objective `{}` has {count} key result(s); {} to {} keep it focused",
+                        o.id, hygiene.min_krs, hygiene.max_krs
                     ),
                 ));
             }
@@ -841,25 +662,16 @@ fn load_objectives(
         }
     }
     for ((owner, period), n) in per_owner {
-        if n > 2 {
+        if n > hygiene.max_objectives_per_owner {
             warnings.push(Problem {
                 file: PathBuf::from("config/okrs"),
                 line: None,
                 field: String::new(),
                 message: format!(
-                    "{owner} owns {n} objectives in {period}; 1-2 per team keeps focus"
+                    "{owner} owns {n} objectives in {period}; 1-2 per team keep the focus"
                 ),
             });
         }
     }
     objectives
-}
-
-impl crate::okr::RawKeyResult {
-    fn target_text(&self) -> String {
-        match &self.target {
-            NumberOrText::Number(n) => n.to_string(),
-            NumberOrText::Text(t) => t.clone(),
-        }
-    }
 }

@@ -46,6 +46,7 @@ pub struct StoredPoint {
     pub period_end: NaiveDate,
     pub dimensions: Json<BTreeMap<String, String>>,
     pub value: f64,
+    pub run_id: i64,
 }
 
 /// How a finished ingest run went.
@@ -69,6 +70,17 @@ pub struct WriteStats {
     pub deleted: u64,
 }
 
+/// The columns of `kr_scores` that a scoring pass writes, in [`KrScoreRow`] order.
+macro_rules! kr_columns {
+    () => {
+        "kr_id, objective_id, as_of, window_start, window_end, elapsed, kr_type, value, \
+         baseline, target, target_original, target_effective, target_low, target_high, distance, \
+         raw, score, score_original, grade, expected, expected_score, status, forecast, \
+         forecast_score, spend, budget, budget_used, cost_per_point, stale, data_as_of, flags, \
+         source_runs, definition_hash, reason"
+    };
+}
+
 /// One row of `kr_scores`.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct KrScoreRow {
@@ -81,18 +93,47 @@ pub struct KrScoreRow {
     pub kr_type: Option<String>,
     pub value: Option<f64>,
     pub baseline: Option<f64>,
+    /// The target in force on the as-of day.
     pub target: Option<f64>,
+    pub target_original: Option<f64>,
+    /// The day the target in force took effect, when it is a revision.
+    pub target_effective: Option<NaiveDate>,
+    pub target_low: Option<f64>,
+    pub target_high: Option<f64>,
+    /// How far outside its band a `within` KR is.
+    pub distance: Option<f64>,
     pub raw: Option<f64>,
     pub score: Option<f64>,
+    pub score_original: Option<f64>,
     pub grade: Option<String>,
     pub expected: Option<f64>,
     pub expected_score: Option<f64>,
     pub status: Option<String>,
     pub forecast: Option<f64>,
     pub forecast_score: Option<f64>,
+    pub spend: Option<f64>,
+    pub budget: Option<f64>,
+    pub budget_used: Option<f64>,
+    pub cost_per_point: Option<f64>,
     pub stale: bool,
     pub data_as_of: Option<NaiveDate>,
+    pub flags: Option<String>,
+    pub source_runs: Option<String>,
+    pub definition_hash: String,
     pub reason: Option<String>,
+}
+
+/// One row of `okr_reviews`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReviewRow {
+    pub period: String,
+    pub objective_id: String,
+    pub kr_id: String,
+    pub owner: String,
+    pub as_of: NaiveDate,
+    pub score: Option<f64>,
+    pub raw: Option<f64>,
+    pub zone: Option<String>,
 }
 
 /// One row of `objective_scores`.
@@ -131,9 +172,13 @@ pub struct KeyResultDefinition {
     pub kr_type: Option<String>,
     pub baseline_spec: Option<String>,
     pub target_spec: String,
+    /// (effective day, target, note) of each revision.
+    pub revisions: Vec<(NaiveDate, String, Option<String>)>,
     pub weight: f64,
     pub window_start: NaiveDate,
     pub window_end: NaiveDate,
+    pub budget: Option<f64>,
+    pub spend_metric: Option<String>,
 }
 
 /// A recent ingest run, for the status view.
@@ -278,7 +323,7 @@ impl Store {
     ) -> sqlx::Result<Vec<StoredPoint>> {
         let mut out = Vec::new();
         for metric in metrics {
-            let sql = "SELECT metric, day, period_end, dimensions, value FROM metric_points \
+            let sql = "SELECT metric, day, period_end, dimensions, value, run_id FROM metric_points \
                        WHERE metric = $1 AND period_end >= $2 AND day <= $3";
             let rows: Vec<StoredPoint> = on_pool!(self, pool => {
                 sqlx::query_as(sql).bind(metric).bind(from).bind(to).fetch_all(pool).await?
@@ -300,15 +345,18 @@ impl Store {
             source_file = excluded.source_file, active = TRUE, updated_at = excluded.updated_at";
         let upsert_kr = "INSERT INTO key_results \
             (id, objective_id, position, title, metric, metric_kind, unit, filter, kr_type, \
-             baseline_spec, target_spec, weight, window_start, window_end, active, updated_at) \
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, TRUE, $15) \
+             baseline_spec, target_spec, weight, window_start, window_end, active, updated_at, \
+             revisions, budget, spend_metric) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, TRUE, $15, $16, \
+            $17, $18) \
             ON CONFLICT (id) DO UPDATE SET objective_id = excluded.objective_id, \
             position = excluded.position, title = excluded.title, metric = excluded.metric, \
             metric_kind = excluded.metric_kind, unit = excluded.unit, filter = excluded.filter, \
             kr_type = excluded.kr_type, baseline_spec = excluded.baseline_spec, \
             target_spec = excluded.target_spec, weight = excluded.weight, \
             window_start = excluded.window_start, window_end = excluded.window_end, \
-            active = TRUE, updated_at = excluded.updated_at";
+            active = TRUE, updated_at = excluded.updated_at, revisions = excluded.revisions, \
+            budget = excluded.budget, spend_metric = excluded.spend_metric";
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query("UPDATE objectives SET active = FALSE").execute(&mut *tx).await?;
@@ -343,6 +391,9 @@ impl Store {
                         .bind(k.window_start)
                         .bind(k.window_end)
                         .bind(now)
+                        .bind(Json(revisions_json(&k.revisions)))
+                        .bind(k.budget)
+                        .bind(&k.spend_metric)
                         .execute(&mut *tx)
                         .await?;
                 }
@@ -382,20 +433,30 @@ impl Store {
         objectives: &[ObjectiveScoreRow],
     ) -> sqlx::Result<()> {
         let now = Utc::now();
-        let kr_sql = "INSERT INTO kr_scores (kr_id, objective_id, as_of, window_start, window_end, \
-            elapsed, kr_type, value, baseline, target, raw, score, grade, expected, expected_score, \
-            status, forecast, forecast_score, stale, data_as_of, reason, scoring_run_id, computed_at) \
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-            $18, $19, $20, $21, $22, $23) \
-            ON CONFLICT (kr_id, as_of) DO UPDATE SET objective_id = excluded.objective_id, \
-            window_start = excluded.window_start, window_end = excluded.window_end, \
-            elapsed = excluded.elapsed, kr_type = excluded.kr_type, value = excluded.value, \
-            baseline = excluded.baseline, target = excluded.target, raw = excluded.raw, \
-            score = excluded.score, grade = excluded.grade, expected = excluded.expected, \
-            expected_score = excluded.expected_score, status = excluded.status, \
-            forecast = excluded.forecast, forecast_score = excluded.forecast_score, \
-            stale = excluded.stale, data_as_of = excluded.data_as_of, reason = excluded.reason, \
-            scoring_run_id = excluded.scoring_run_id, computed_at = excluded.computed_at";
+        let kr_sql = concat!(
+            "INSERT INTO kr_scores (",
+            kr_columns!(),
+            ", scoring_run_id, computed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+             $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, \
+             $28, $29, $30, $31, $32, $33, $34, $35, $36) \
+             ON CONFLICT (kr_id, as_of) DO UPDATE SET objective_id = excluded.objective_id, \
+             window_start = excluded.window_start, window_end = excluded.window_end, \
+             elapsed = excluded.elapsed, kr_type = excluded.kr_type, value = excluded.value, \
+             baseline = excluded.baseline, target = excluded.target, \
+             target_original = excluded.target_original, \
+             target_effective = excluded.target_effective, target_low = excluded.target_low, \
+             target_high = excluded.target_high, distance = excluded.distance, raw = excluded.raw, \
+             score = excluded.score, score_original = excluded.score_original, \
+             grade = excluded.grade, expected = excluded.expected, \
+             expected_score = excluded.expected_score, status = excluded.status, \
+             forecast = excluded.forecast, forecast_score = excluded.forecast_score, \
+             spend = excluded.spend, budget = excluded.budget, budget_used = excluded.budget_used, \
+             cost_per_point = excluded.cost_per_point, stale = excluded.stale, \
+             data_as_of = excluded.data_as_of, flags = excluded.flags, \
+             source_runs = excluded.source_runs, definition_hash = excluded.definition_hash, \
+             reason = excluded.reason, scoring_run_id = excluded.scoring_run_id, \
+             computed_at = excluded.computed_at"
+        );
         let objective_sql = "INSERT INTO objective_scores (objective_id, as_of, score, grade, \
             krs_scored, krs_total, scoring_run_id, computed_at) \
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
@@ -419,16 +480,29 @@ impl Store {
                     .bind(r.value)
                     .bind(r.baseline)
                     .bind(r.target)
+                    .bind(r.target_original)
+                    .bind(r.target_effective)
+                    .bind(r.target_low)
+                    .bind(r.target_high)
+                    .bind(r.distance)
                     .bind(r.raw)
                     .bind(r.score)
+                    .bind(r.score_original)
                     .bind(&r.grade)
                     .bind(r.expected)
                     .bind(r.expected_score)
                     .bind(&r.status)
                     .bind(r.forecast)
                     .bind(r.forecast_score)
+                    .bind(r.spend)
+                    .bind(r.budget)
+                    .bind(r.budget_used)
+                    .bind(r.cost_per_point)
                     .bind(r.stale)
                     .bind(r.data_as_of)
+                    .bind(&r.flags)
+                    .bind(&r.source_runs)
+                    .bind(&r.definition_hash)
                     .bind(&r.reason)
                     .bind(run_id)
                     .bind(now)
@@ -469,15 +543,17 @@ impl Store {
 
     /// Per KR, the newest score on or before `as_of` (the newest of all when `None`).
     pub async fn kr_scores(&self, as_of: Option<NaiveDate>) -> sqlx::Result<Vec<KrScoreRow>> {
-        let latest = "SELECT kr_id, objective_id, as_of, window_start, window_end, elapsed, \
-            kr_type, value, baseline, target, raw, score, grade, expected, expected_score, \
-            status, forecast, forecast_score, stale, data_as_of, reason \
-            FROM kr_scores_latest ORDER BY objective_id, kr_id";
-        let on_day = "SELECT kr_id, objective_id, as_of, window_start, window_end, elapsed, \
-            kr_type, value, baseline, target, raw, score, grade, expected, expected_score, \
-            status, forecast, forecast_score, stale, data_as_of, reason \
-            FROM kr_scores s WHERE as_of = (SELECT max(t.as_of) FROM kr_scores t \
-            WHERE t.kr_id = s.kr_id AND t.as_of <= $1) ORDER BY objective_id, kr_id";
+        let latest = concat!(
+            "SELECT ",
+            kr_columns!(),
+            " FROM kr_scores_latest ORDER BY objective_id, kr_id"
+        );
+        let on_day = concat!(
+            "SELECT ",
+            kr_columns!(),
+            " FROM kr_scores s WHERE as_of = (SELECT max(t.as_of) FROM kr_scores t \
+             WHERE t.kr_id = s.kr_id AND t.as_of <= $1) ORDER BY objective_id, kr_id"
+        );
         on_pool!(self, pool => match as_of {
             Some(day) => sqlx::query_as(on_day).bind(day).fetch_all(pool).await,
             None => sqlx::query_as(latest).fetch_all(pool).await,
@@ -498,6 +574,51 @@ impl Store {
         on_pool!(self, pool => match as_of {
             Some(day) => sqlx::query_as(on_day).bind(day).fetch_all(pool).await,
             None => sqlx::query_as(latest).fetch_all(pool).await,
+        })
+    }
+
+    /// The as-of days already scored from `from` on.
+    pub async fn scored_days_from(&self, from: NaiveDate) -> sqlx::Result<Vec<NaiveDate>> {
+        let sql = "SELECT DISTINCT as_of FROM kr_scores WHERE as_of >= $1 ORDER BY as_of";
+        on_pool!(self, pool => sqlx::query_scalar(sql).bind(from).fetch_all(pool).await)
+    }
+
+    /// Replaces the review of `period`.
+    pub async fn write_review(&self, period: &str, rows: &[ReviewRow]) -> sqlx::Result<()> {
+        let insert = "INSERT INTO okr_reviews (period, kr_id, objective_id, owner, as_of, score, \
+                      raw, zone, reviewed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+        let now = Utc::now();
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("DELETE FROM okr_reviews WHERE period = $1").bind(period).execute(&mut *tx).await?;
+            for r in rows {
+                sqlx::query(insert)
+                    .bind(&r.period)
+                    .bind(&r.kr_id)
+                    .bind(&r.objective_id)
+                    .bind(&r.owner)
+                    .bind(r.as_of)
+                    .bind(r.score)
+                    .bind(r.raw)
+                    .bind(&r.zone)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await
+        })
+    }
+
+    /// An owner's average final score per reviewed period, newest `limit` periods.
+    pub async fn owner_period_averages(
+        &self,
+        owner: &str,
+        limit: usize,
+    ) -> sqlx::Result<Vec<(String, f64)>> {
+        let sql = "SELECT period, avg(score) FROM okr_reviews WHERE owner = $1 AND score IS NOT NULL \
+                   GROUP BY period ORDER BY period DESC LIMIT $2";
+        on_pool!(self, pool => {
+            sqlx::query_as::<_, (String, f64)>(sql).bind(owner).bind(limit as i64).fetch_all(pool).await
         })
     }
 
@@ -559,6 +680,15 @@ macro_rules! finish_run {
     };
 }
 use finish_run;
+
+fn revisions_json(revisions: &[(NaiveDate, String, Option<String>)]) -> serde_json::Value {
+    revisions
+        .iter()
+        .map(|(effective, target, note)| {
+            serde_json::json!({ "effective": effective.to_string(), "target": target, "note": note })
+        })
+        .collect()
+}
 
 fn dimensions_json(point: &Point) -> String {
     serde_json::to_string(&point.dimensions).expect("string map serializes")

@@ -52,6 +52,8 @@ pub struct CsvConfig {
     pub description: Option<String>,
     /// Cron schedule for `krscore run` (used by the service).
     pub schedule: Option<String>,
+    /// Days without new data after which KRs on this source are stale (a monthly survey: 35).
+    pub stale_after_days: Option<u32>,
     /// How the file is written; every key is detected when absent.
     #[serde(default)]
     pub format: CsvFormat,

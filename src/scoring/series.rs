@@ -1,0 +1,340 @@
+//! Daily series: the stored points of every (base metric, dimension filter) a KR needs,
+//! summed per day with polars, plus the runs that wrote them and the period values of reports
+//! without a date column. Every rollup is a walk over these series, so a ratio over a window
+//! is always the ratio of the window's sums.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::NaiveDate;
+use polars::prelude::*;
+
+use crate::connector::csv::{day_from_number, day_number};
+use crate::metrics::{Catalogue, EvalError, MetricKind, Rollup};
+use crate::okr::{Filter, Window};
+use crate::store::StoredPoint;
+
+/// One metric's daily values under one dimension filter.
+pub type Series = BTreeMap<NaiveDate, f64>;
+
+/// Values of reports that cover a whole period: (first day, last day, value).
+type Spans = Vec<(NaiveDate, NaiveDate, f64)>;
+
+type Key = (String, String);
+
+/// Daily series for every (base metric, filter) the KRs need.
+pub struct SeriesSet {
+    series: HashMap<Key, Series>,
+    /// Period values count in a window only when the whole period lies inside it.
+    spans: HashMap<Key, Spans>,
+    /// The ingest runs that wrote each day's points.
+    runs: HashMap<Key, BTreeMap<NaiveDate, BTreeSet<i64>>>,
+}
+
+fn filter_key(filter: &Filter) -> String {
+    serde_json::to_string(filter).expect("filter serializes")
+}
+
+fn key(metric: &str, filter: &Filter) -> Key {
+    (metric.to_string(), filter_key(filter))
+}
+
+fn matches(point: &StoredPoint, filter: &Filter) -> bool {
+    filter.iter().all(|(dim, values)| {
+        point
+            .dimensions
+            .0
+            .get(dim)
+            .is_some_and(|v| values.contains(v))
+    })
+}
+
+impl SeriesSet {
+    /// Builds the series from stored points with polars. Blocking.
+    pub fn build(
+        points: Vec<StoredPoint>,
+        wanted: &BTreeSet<(String, Filter)>,
+    ) -> PolarsResult<SeriesSet> {
+        let mut by_metric: HashMap<&str, Vec<&StoredPoint>> = HashMap::new();
+        for p in &points {
+            by_metric.entry(p.metric.as_str()).or_default().push(p);
+        }
+        let mut spans: HashMap<Key, Spans> = HashMap::new();
+        let mut runs: HashMap<Key, BTreeMap<NaiveDate, BTreeSet<i64>>> = HashMap::new();
+        for (metric, filter) in wanted {
+            let mut span_list = Spans::new();
+            let mut run_map: BTreeMap<NaiveDate, BTreeSet<i64>> = BTreeMap::new();
+            for p in by_metric
+                .get(metric.as_str())
+                .into_iter()
+                .flatten()
+                .filter(|p| matches(p, filter))
+            {
+                run_map.entry(p.period_end).or_default().insert(p.run_id);
+                if p.period_end > p.day {
+                    span_list.push((p.day, p.period_end, p.value));
+                }
+            }
+            if !span_list.is_empty() {
+                spans.insert(key(metric, filter), span_list);
+            }
+            runs.insert(key(metric, filter), run_map);
+        }
+
+        // daily sums of the one-day points, with polars
+        let daily: Vec<&StoredPoint> = points.iter().filter(|p| p.period_end <= p.day).collect();
+        let dim_names: BTreeSet<String> = daily
+            .iter()
+            .flat_map(|p| p.dimensions.0.keys().cloned())
+            .collect();
+        let mut columns = vec![
+            Column::new(
+                "metric".into(),
+                daily.iter().map(|p| p.metric.as_str()).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "day".into(),
+                daily.iter().map(|p| day_number(p.day)).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "value".into(),
+                daily.iter().map(|p| p.value).collect::<Vec<_>>(),
+            ),
+        ];
+        for name in &dim_names {
+            let values: Vec<Option<&str>> = daily
+                .iter()
+                .map(|p| p.dimensions.0.get(name).map(String::as_str))
+                .collect();
+            columns.push(Column::new(format!("d_{name}").into(), values));
+        }
+        let frame = DataFrame::new_infer_height(columns)?;
+
+        let mut series = HashMap::new();
+        for (metric, filter) in wanted {
+            let mut predicate = col("metric").eq(lit(metric.as_str()));
+            for (dim, values) in filter {
+                if !dim_names.contains(dim) {
+                    predicate = lit(false);
+                    break;
+                }
+                let mut any = lit(false);
+                for value in values {
+                    any = any.or(col(format!("d_{dim}")).eq(lit(value.as_str())));
+                }
+                predicate = predicate.and(any.fill_null(lit(false)));
+            }
+            let summed = frame
+                .clone()
+                .lazy()
+                .filter(predicate)
+                .group_by([col("day")])
+                .agg([col("value").sum()])
+                .collect()?;
+            let days = summed.column("day")?.i32()?;
+            let values = summed.column("value")?.f64()?;
+            let map: Series = days
+                .iter()
+                .zip(values.iter())
+                .filter_map(|(d, v)| Some((day_from_number(d?), v?)))
+                .collect();
+            series.insert(key(metric, filter), map);
+        }
+        Ok(SeriesSet {
+            series,
+            spans,
+            runs,
+        })
+    }
+
+    /// A metric's values in `window`: one per day, and one per period value inside it (dated
+    /// at the period's end), in day order.
+    fn values(&self, metric: &str, filter: &Filter, window: Window) -> Vec<(NaiveDate, f64)> {
+        let k = key(metric, filter);
+        let mut dated: Vec<(NaiveDate, f64)> = self
+            .series
+            .get(&k)
+            .map(|s| {
+                s.range(window.start..=window.end)
+                    .map(|(d, v)| (*d, *v))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(spans) = self.spans.get(&k) {
+            dated.extend(
+                spans
+                    .iter()
+                    .filter(|(start, end, _)| window.contains(*start) && window.contains(*end))
+                    .map(|(_, end, v)| (*end, *v)),
+            );
+            dated.sort_by_key(|(d, _)| *d);
+        }
+        dated
+    }
+
+    /// The metric rolled up over `window` under `filter`.
+    pub fn rollup(
+        &self,
+        catalogue: &Catalogue,
+        metric: &str,
+        filter: &Filter,
+        window: Window,
+    ) -> Result<f64, EvalError> {
+        let Some(definition) = catalogue.get(metric) else {
+            return Err(EvalError::NoData(metric.to_string()));
+        };
+        if let MetricKind::Derived(formula) = &definition.kind {
+            return formula.eval(&mut |name| self.rollup(catalogue, name, filter, window));
+        }
+        let values: Vec<f64> = self
+            .values(metric, filter, window)
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
+        if values.is_empty() {
+            return Err(EvalError::NoData(metric.to_string()));
+        }
+        Ok(match &definition.kind {
+            MetricKind::Gauge(Rollup::Last) => *values.last().expect("not empty"),
+            MetricKind::Gauge(Rollup::Mean) => values.iter().sum::<f64>() / values.len() as f64,
+            MetricKind::Gauge(Rollup::Max) => values.iter().copied().fold(f64::MIN, f64::max),
+            MetricKind::Gauge(Rollup::Min) => values.iter().copied().fold(f64::MAX, f64::min),
+            _ => values.iter().sum(),
+        })
+    }
+
+    /// The newest day on or before `day` with data for any of `metrics`.
+    pub fn newest_day(
+        &self,
+        metrics: &BTreeSet<String>,
+        filter: &Filter,
+        day: NaiveDate,
+    ) -> Option<NaiveDate> {
+        metrics
+            .iter()
+            .filter_map(|m| self.runs.get(&key(m, filter)))
+            .filter_map(|runs| runs.range(..=day).next_back().map(|(d, _)| *d))
+            .max()
+    }
+
+    /// The ingest runs whose points of `metrics` fall in `windows`.
+    pub fn runs(
+        &self,
+        metrics: &BTreeSet<String>,
+        filter: &Filter,
+        windows: &[Window],
+    ) -> BTreeSet<i64> {
+        let mut out = BTreeSet::new();
+        for m in metrics {
+            let Some(runs) = self.runs.get(&key(m, filter)) else {
+                continue;
+            };
+            for w in windows {
+                for (_, ids) in runs.range(w.start..=w.end) {
+                    out.extend(ids);
+                }
+            }
+        }
+        out
+    }
+
+    /// The metric's value on each of the `days` days up to `end`, for a trend.
+    pub fn daily_values(
+        &self,
+        catalogue: &Catalogue,
+        metric: &str,
+        filter: &Filter,
+        end: NaiveDate,
+        days: u32,
+    ) -> Vec<(NaiveDate, f64)> {
+        (0..days as i64)
+            .rev()
+            .map(|back| end - chrono::TimeDelta::days(back))
+            .filter_map(|d| {
+                self.rollup(catalogue, metric, filter, Window { start: d, end: d })
+                    .ok()
+                    .map(|v| (d, v))
+            })
+            .collect()
+    }
+
+    /// The latest day in `window` whose value of a base metric jumps beyond `factor` times the
+    /// median of the `history` days before it.
+    pub fn jump(
+        &self,
+        metrics: &BTreeSet<String>,
+        filter: &Filter,
+        window: Window,
+        factor: f64,
+        history: u32,
+    ) -> Option<String> {
+        for m in metrics {
+            let Some(series) = self.series.get(&key(m, filter)) else {
+                continue;
+            };
+            for (day, value) in series.range(window.start..=window.end).rev().take(7) {
+                let from = *day - chrono::TimeDelta::days(history as i64);
+                let mut before: Vec<f64> = series.range(from..*day).map(|(_, v)| *v).collect();
+                if before.len() < 7 {
+                    continue;
+                }
+                before.sort_by(f64::total_cmp);
+                let median = before[before.len() / 2];
+                if median > 0.0 && (*value > median * factor || *value < median / factor) {
+                    return Some(format!(
+                        "jump: {m} on {day} is {value} against a {history}-day median of {median}"
+                    ));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Least-squares line through `points`, evaluated at `at`.
+pub fn trend_at(points: &[(NaiveDate, f64)], at: NaiveDate) -> Option<f64> {
+    if points.len() < 2 {
+        return points.first().map(|(_, v)| *v);
+    }
+    let origin = points[0].0;
+    let xs: Vec<f64> = points
+        .iter()
+        .map(|(d, _)| (*d - origin).num_days() as f64)
+        .collect();
+    let n = xs.len() as f64;
+    let mean_x = xs.iter().sum::<f64>() / n;
+    let mean_y = points.iter().map(|(_, v)| v).sum::<f64>() / n;
+    let sxx: f64 = xs.iter().map(|x| (x - mean_x).powi(2)).sum();
+    if sxx == 0.0 {
+        return Some(mean_y);
+    }
+    let sxy: f64 = xs
+        .iter()
+        .zip(points)
+        .map(|(x, (_, y))| (x - mean_x) * (y - mean_y))
+        .sum();
+    let slope = sxy / sxx;
+    let x = (at - origin).num_days() as f64;
+    Some(mean_y + slope * (x - mean_x))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> NaiveDate {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn trend_extends_a_straight_line() {
+        // y = 10 + 2x for x = 0, 1, 2; at x = 9: 10 + 18 = 28
+        let points = [
+            (d("2026-11-01"), 10.0),
+            (d("2026-11-02"), 12.0),
+            (d("2026-11-03"), 14.0),
+        ];
+
+        assert_eq!(trend_at(&points, d("2026-11-10")), Some(28.0));
+        assert_eq!(trend_at(&points[..1], d("2026-11-10")), Some(10.0));
+    }
+}
