@@ -63,8 +63,7 @@ impl Project {
             root,
             &catalogue,
             &connectors,
-            &default_tz,
-            &settings.hygiene,
+            &settings,
             &mut problems,
             &mut warnings,
             &mut hasher,
@@ -495,12 +494,13 @@ fn load_objectives(
     root: &Path,
     catalogue: &Catalogue,
     connectors: &[Connector],
-    default_tz: &str,
-    hygiene: &crate::settings::HygieneSettings,
+    settings: &Settings,
     problems: &mut Vec<Problem>,
     warnings: &mut Vec<Problem>,
     hasher: &mut Sha256,
 ) -> Vec<Objective> {
+    let default_tz = settings.scoring.timezone.as_str();
+    let hygiene = &settings.hygiene;
     // which dimensions each base metric can be filtered by
     let mut dimensions: HashMap<String, BTreeSet<String>> = HashMap::new();
     let mut varying: HashMap<String, BTreeSet<String>> = HashMap::new();
