@@ -75,6 +75,9 @@ pub enum Command {
     Review {
         /// The period, such as 2026-Q4.
         period: String,
+        /// Review as of this day instead of today (clipped to the period's end).
+        #[arg(long)]
+        as_of: Option<NaiveDate>,
     },
     /// Show the points a connector would load, writing nothing.
     Preview {
@@ -165,7 +168,7 @@ async fn execute(cli: Cli) -> ExitCode {
         Command::Sync { connectors } => sync(&project, &store, &connectors).await,
         Command::Score { as_of, from, to } => score(&project, &store, as_of, from, to).await,
         Command::Status { as_of } => show_status(&project, &store, as_of).await,
-        Command::Review { period } => review(&project, &store, &period).await,
+        Command::Review { period, as_of } => review(&project, &store, &period, as_of).await,
         Command::Check | Command::Preview { .. } => unreachable!("handled above"),
     };
     store.close().await;
@@ -368,8 +371,14 @@ async fn show_status(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn review(project: &Project, store: &Store, period: &str) -> anyhow::Result<ExitCode> {
-    let review = scoring::review::review(project, store, period, scoring::today(project)).await?;
+async fn review(
+    project: &Project,
+    store: &Store,
+    period: &str,
+    as_of: Option<NaiveDate>,
+) -> anyhow::Result<ExitCode> {
+    let today = as_of.unwrap_or_else(|| scoring::today(project));
+    let review = scoring::review::review(project, store, period, today).await?;
     print!("{}", scoring::review::render(project, &review));
     Ok(ExitCode::SUCCESS)
 }

@@ -106,8 +106,19 @@ pub fn render(
             };
             table.add_row([
                 Cell::new(format!("  {title}")),
-                Cell::new(fmt(s.and_then(|r| r.value))),
-                Cell::new(fmt(s.and_then(|r| r.target))),
+                Cell::new(match (kr.metric.is_none(), s.and_then(|r| r.score)) {
+                    (true, Some(score)) if score >= 1.0 => "done".to_string(),
+                    (true, Some(_)) => "open".to_string(),
+                    _ => fmt(s.and_then(|r| r.value)),
+                }),
+                Cell::new(match s {
+                    Some(r) if r.target_low.is_some() => {
+                        format!("{}-{}", fmt(r.target_low), fmt(r.target_high))
+                    }
+                    Some(r) if r.target_effective.is_some() => format!("{} *", fmt(r.target)),
+                    Some(_) if kr.metric.is_none() => "milestone".to_string(),
+                    _ => fmt(s.and_then(|r| r.target)),
+                }),
                 Cell::new(
                     s.and_then(|r| r.score)
                         .map_or(String::new(), |v| bar(v, 10)),
@@ -126,12 +137,38 @@ pub fn render(
         }
         let _ = writeln!(out, "{table}");
         for kr in &objective.key_results {
-            if let Some(reason) = krs
-                .iter()
-                .find(|r| r.kr_id == kr.id)
-                .and_then(|r| r.reason.clone())
-            {
+            let Some(row) = krs.iter().find(|r| r.kr_id == kr.id) else {
+                continue;
+            };
+            let metric = kr.metric.as_deref().and_then(|m| project.catalogue.get(m));
+            if let Some(reason) = &row.reason {
                 let _ = writeln!(out, "    {}: {reason}", kr.id);
+            }
+            if let Some(effective) = row.target_effective {
+                let _ = writeln!(
+                    out,
+                    "    {}: * target revised on {effective}; against the original {} it scores {}",
+                    kr.id,
+                    row.target_original
+                        .map_or("-".into(), |t| format_value(t, metric)),
+                    row.score_original.map_or("-".into(), |s| format!("{s:.2}"))
+                );
+            }
+            if let (Some(spend), Some(budget)) = (row.spend, row.budget) {
+                let _ = writeln!(
+                    out,
+                    "    {}: spent {} of {} ({:.0}%){}",
+                    kr.id,
+                    format_value(spend, None),
+                    format_value(budget, None),
+                    100.0 * spend / budget,
+                    row.cost_per_point
+                        .map(|c| format!(", {} per point of score", format_value(c, None)))
+                        .unwrap_or_default()
+                );
+            }
+            if let Some(flags) = &row.flags {
+                let _ = writeln!(out, "    {}: check the data: {flags}", kr.id);
             }
         }
     }

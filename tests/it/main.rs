@@ -5,4 +5,5 @@ mod check;
 mod end_to_end;
 mod ingest;
 mod quirks;
+mod scoring;
 mod support;
