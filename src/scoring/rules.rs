@@ -216,6 +216,8 @@ pub fn score_kr(
             .collect::<Vec<_>>()
             .join(",")
     });
+    // TODO(#5): points a source flags as sampled or thresholded (GA4) should mark the row
+    // too; CSV exports carry no such flags, so only jumps are detected for now
     row.flags = series.jump(
         &base,
         &kr.filter,
