@@ -155,8 +155,7 @@ async fn score_days(
         SeriesSet::build(points, &wanted)
     })
     .await
-    .context("scoring task failed")?
-    .map_err(|err| anyhow::anyhow!("cannot build daily series: {err}"))?;
+    .context("scoring task failed")?;
 
     let mut kr_rows: BTreeMap<(String, NaiveDate), KrScoreRow> = BTreeMap::new();
     let mut objective_rows: BTreeMap<(String, NaiveDate), ObjectiveScoreRow> = BTreeMap::new();

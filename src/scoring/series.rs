@@ -1,14 +1,12 @@
 //! Daily series: the stored points of every (base metric, dimension filter) a KR needs,
-//! summed per day with polars, plus the runs that wrote them and the period values of reports
+//! summed per day, plus the runs that wrote them and the period values of reports
 //! without a date column. Every rollup is a walk over these series, so a ratio over a window
 //! is always the ratio of the window's sums.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::NaiveDate;
-use polars::prelude::*;
 
-use crate::connector::csv::{day_from_number, day_number};
 use crate::metrics::{Catalogue, EvalError, MetricKind, Rollup};
 use crate::okr::{Filter, Window};
 use crate::store::StoredPoint;
@@ -49,11 +47,8 @@ fn matches(point: &StoredPoint, filter: &Filter) -> bool {
 }
 
 impl SeriesSet {
-    /// Builds the series from stored points with polars. Blocking.
-    pub fn build(
-        points: Vec<StoredPoint>,
-        wanted: &BTreeSet<(String, Filter)>,
-    ) -> PolarsResult<SeriesSet> {
+    /// Builds the series from stored points. Blocking.
+    pub fn build(points: Vec<StoredPoint>, wanted: &BTreeSet<(String, Filter)>) -> SeriesSet {
         let mut by_metric: HashMap<&str, Vec<&StoredPoint>> = HashMap::new();
         for p in &points {
             by_metric.entry(p.metric.as_str()).or_default().push(p);
@@ -80,70 +75,24 @@ impl SeriesSet {
             runs.insert(key(metric, filter), run_map);
         }
 
-        // daily sums of the one-day points, with polars
-        let daily: Vec<&StoredPoint> = points.iter().filter(|p| p.period_end <= p.day).collect();
-        let dim_names: BTreeSet<String> = daily
-            .iter()
-            .flat_map(|p| p.dimensions.0.keys().cloned())
-            .collect();
-        let mut columns = vec![
-            Column::new(
-                "metric".into(),
-                daily.iter().map(|p| p.metric.as_str()).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "day".into(),
-                daily.iter().map(|p| day_number(p.day)).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "value".into(),
-                daily.iter().map(|p| p.value).collect::<Vec<_>>(),
-            ),
-        ];
-        for name in &dim_names {
-            let values: Vec<Option<&str>> = daily
-                .iter()
-                .map(|p| p.dimensions.0.get(name).map(String::as_str))
-                .collect();
-            columns.push(Column::new(format!("d_{name}").into(), values));
-        }
-        let frame = DataFrame::new_infer_height(columns)?;
-
+        // daily sums in a fixed order (points arrive sorted by day, connector and
+        // dimensions), so the same points always give the same bits: a parallel group-by would
+        // add in a varying order and make re-scoring unchanged data change the last digits
         let mut series = HashMap::new();
         for (metric, filter) in wanted {
-            let mut predicate = col("metric").eq(lit(metric.as_str()));
-            for (dim, values) in filter {
-                if !dim_names.contains(dim) {
-                    predicate = lit(false);
-                    break;
+            let mut map = Series::new();
+            for p in by_metric.get(metric.as_str()).into_iter().flatten() {
+                if p.period_end <= p.day && matches(p, filter) {
+                    *map.entry(p.day).or_insert(0.0) += p.value;
                 }
-                let mut any = lit(false);
-                for value in values {
-                    any = any.or(col(format!("d_{dim}")).eq(lit(value.as_str())));
-                }
-                predicate = predicate.and(any.fill_null(lit(false)));
             }
-            let summed = frame
-                .clone()
-                .lazy()
-                .filter(predicate)
-                .group_by([col("day")])
-                .agg([col("value").sum()])
-                .collect()?;
-            let days = summed.column("day")?.i32()?;
-            let values = summed.column("value")?.f64()?;
-            let map: Series = days
-                .iter()
-                .zip(values.iter())
-                .filter_map(|(d, v)| Some((day_from_number(d?), v?)))
-                .collect();
             series.insert(key(metric, filter), map);
         }
-        Ok(SeriesSet {
+        SeriesSet {
             series,
             spans,
             runs,
-        })
+        }
     }
 
     /// A metric's values in `window`: one per day, and one per period value inside it (dated

@@ -61,7 +61,8 @@ pub struct RunRecord {
     pub sources: String,
 }
 
-/// What replacing a run's days changed.
+/// What replacing a run's days changed (values equal to 12 significant digits count as
+/// unchanged, so re-reading an export whose sums differ only in float rounding changes nothing).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriteStats {
     /// Points inserted or whose value changed.
@@ -324,7 +325,7 @@ impl Store {
         let mut out = Vec::new();
         for metric in metrics {
             let sql = "SELECT metric, day, period_end, dimensions, value, run_id FROM metric_points \
-                       WHERE metric = $1 AND period_end >= $2 AND day <= $3";
+                       WHERE metric = $1 AND period_end >= $2 AND day <= $3 ORDER BY day, connector, dimensions";
             let rows: Vec<StoredPoint> = on_pool!(self, pool => {
                 sqlx::query_as(sql).bind(metric).bind(from).bind(to).fetch_all(pool).await?
             });
@@ -759,7 +760,8 @@ async fn sqlite_replace_points(
          SELECT $1, metric, day, period_end, dimensions, value, $2 FROM staging_points WHERE true \
          ON CONFLICT (connector, metric, day, dimensions) DO UPDATE \
          SET value = excluded.value, period_end = excluded.period_end, run_id = excluded.run_id \
-         WHERE metric_points.value IS NOT excluded.value \
+         WHERE abs(metric_points.value - excluded.value) > 1e-12 * abs(excluded.value) \
+            OR (excluded.value = 0 AND metric_points.value <> 0) \
             OR metric_points.period_end IS NOT excluded.period_end",
     )
     .bind(connector)
@@ -824,7 +826,8 @@ async fn pg_replace_points(
          SELECT $1, metric, day, period_end, dimensions, value, $2 FROM staging_points \
          ON CONFLICT (connector, metric, day, dimensions) DO UPDATE \
          SET value = excluded.value, period_end = excluded.period_end, run_id = excluded.run_id \
-         WHERE metric_points.value IS DISTINCT FROM excluded.value \
+         WHERE abs(metric_points.value - excluded.value) > 1e-12 * abs(excluded.value) \
+            OR (excluded.value = 0 AND metric_points.value <> 0) \
             OR metric_points.period_end IS DISTINCT FROM excluded.period_end",
     )
     .bind(connector)
