@@ -155,15 +155,11 @@ async fn execute(cli: Cli) -> ExitCode {
     tracing::debug!(database = %redact_url(&url), backend = store.backend(), "connected");
     let result = match cli.command {
         Command::Run { once, as_of } => {
-            if !once {
-                eprintln!(
-                    "error: the long-running service is not built yet; use `krscore run --once`"
-                );
-                // TODO(#6): the scheduler, health endpoints and graceful shutdown of `run`
-                store.close().await;
-                return ExitCode::from(BAD_CONFIG);
+            if once {
+                run_once(&project, &store, as_of).await
+            } else {
+                serve(&cli.project_dir, project, store.clone()).await
             }
-            run_once(&project, &store, as_of).await
         }
         Command::Sync { connectors } => sync(&project, &store, &connectors).await,
         Command::Score { as_of, from, to } => score(&project, &store, as_of, from, to).await,
@@ -381,6 +377,58 @@ async fn review(
     let review = scoring::review::review(project, store, period, today).await?;
     print!("{}", scoring::review::render(project, &review));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `krscore run`: the service, until SIGTERM or SIGINT.
+async fn serve(
+    project_dir: &std::path::Path,
+    project: Project,
+    store: Store,
+) -> anyhow::Result<ExitCode> {
+    // one service per SQLite file: a second one would double every run
+    let _lock = match &store {
+        Store::Sqlite(_) => Some(sqlite_service_lock(&project)?),
+        Store::Postgres(_) => None,
+    };
+    let listen = project.settings.service.listen.clone();
+    let service = crate::service::Service::new(project_dir.to_path_buf(), project, store);
+    let listener = if listen.is_empty() {
+        None
+    } else {
+        Some(crate::service::http::serve(&listen, service.shared()).await?)
+    };
+    let result = service.run().await;
+    if let Some(listener) = listener {
+        listener.abort();
+    }
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+fn sqlite_service_lock(project: &Project) -> anyhow::Result<std::fs::File> {
+    let url = project.database_url();
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or(path);
+    if path.starts_with(':') {
+        anyhow::bail!(
+            "`krscore run` needs a database file or PostgreSQL, not an in-memory database"
+        );
+    }
+    let lock_path = format!("{path}.service.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|err| anyhow::anyhow!("cannot open {lock_path}: {err}"))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(_) => anyhow::bail!(
+            "another `krscore run` already serves {path}; with SQLite only one may run \
+             (use PostgreSQL for several replicas)"
+        ),
+    }
 }
 
 async fn run_once(

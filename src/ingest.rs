@@ -77,6 +77,32 @@ pub async fn sync_connector(
     trigger: &str,
 ) -> anyhow::Result<RunOutcome> {
     let run_id = store.start_ingest_run(&connector.name, trigger).await?;
+    sync_run(project, store, connector, run_id).await
+}
+
+/// A scheduled run of a connector for the tick `due`; its run id is published in `slot` so
+/// the service can clean up if it aborts the run.
+pub async fn sync_connector_scheduled(
+    project: &Project,
+    store: &Store,
+    connector: &Connector,
+    due: chrono::DateTime<chrono::Utc>,
+    replica: &str,
+    slot: &std::sync::Mutex<Option<i64>>,
+) -> anyhow::Result<RunOutcome> {
+    let run_id = store
+        .start_scheduled_run(&connector.name, "schedule", Some(due), Some(replica))
+        .await?;
+    *slot.lock().expect("run id lock") = Some(run_id);
+    sync_run(project, store, connector, run_id).await
+}
+
+async fn sync_run(
+    project: &Project,
+    store: &Store,
+    connector: &Connector,
+    run_id: i64,
+) -> anyhow::Result<RunOutcome> {
     let span = info_span!("ingest", connector = %connector.name, run_id);
     async move {
         let started = Instant::now();

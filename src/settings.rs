@@ -30,6 +30,61 @@ pub struct Settings {
     /// OKR-practice advice given by `check` and the review.
     #[serde(default)]
     pub hygiene: HygieneSettings,
+    /// The long-running `krscore run`.
+    #[serde(default)]
+    pub service: ServiceSettings,
+}
+
+/// `[service]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSettings {
+    /// Address of the `/healthz`, `/readyz` and `/metrics` listener; empty turns it off.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Most connector runs at the same time in one process.
+    #[serde(default = "default_max_concurrent_runs")]
+    pub max_concurrent_runs: usize,
+    /// A connector run taking longer is aborted (and rolled back).
+    #[serde(default = "default_run_timeout_secs")]
+    pub run_timeout_secs: u64,
+    /// On SIGTERM or SIGINT, running runs get this long to finish before they are aborted.
+    #[serde(default = "default_shutdown_grace_secs")]
+    pub shutdown_grace_secs: u64,
+    /// With PostgreSQL: how long a replica's claim on a run lasts without a heartbeat.
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u64,
+    /// This replica's name in claims and runs (default: host name and process id).
+    pub replica_id: Option<String>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:9464".to_string()
+}
+fn default_max_concurrent_runs() -> usize {
+    2
+}
+fn default_run_timeout_secs() -> u64 {
+    3600
+}
+fn default_shutdown_grace_secs() -> u64 {
+    30
+}
+fn default_lease_secs() -> u64 {
+    60
+}
+
+impl Default for ServiceSettings {
+    fn default() -> Self {
+        ServiceSettings {
+            listen: default_listen(),
+            max_concurrent_runs: default_max_concurrent_runs(),
+            run_timeout_secs: default_run_timeout_secs(),
+            shutdown_grace_secs: default_shutdown_grace_secs(),
+            lease_secs: default_lease_secs(),
+            replica_id: None,
+        }
+    }
 }
 
 /// `[hygiene]`
@@ -142,6 +197,10 @@ pub struct ScoringSettings {
     /// How many days before a day make its history for the jump check.
     #[serde(default = "default_jump_history_days")]
     pub jump_history_days: u32,
+    /// When `krscore run` scores all KRs for today, besides after every successful sync
+    /// (crontab line, in `timezone`); empty turns it off.
+    #[serde(default = "default_scoring_schedule")]
+    pub schedule: String,
 }
 
 /// `[ingest]`
@@ -198,6 +257,9 @@ fn default_at_risk_from() -> f64 {
 fn default_stale_after_days() -> u32 {
     7
 }
+fn default_scoring_schedule() -> String {
+    "15 6 * * *".to_string()
+}
 fn default_trend_days() -> u32 {
     14
 }
@@ -235,6 +297,7 @@ impl Default for ScoringSettings {
             trend_days: default_trend_days(),
             jump_factor: default_jump_factor(),
             jump_history_days: default_jump_history_days(),
+            schedule: default_scoring_schedule(),
         }
     }
 }
@@ -392,6 +455,25 @@ fn validate(
                 settings.log.level
             ),
         );
+    }
+    if !settings.scoring.schedule.trim().is_empty()
+        && let Ok(tz) = settings.scoring.timezone.parse::<chrono_tz::Tz>()
+        && let Err(err) = crate::schedule::CronSchedule::parse(&settings.scoring.schedule, tz)
+    {
+        problem("scoring.schedule", err);
+    }
+    let listen = &settings.service.listen;
+    if !listen.is_empty() && listen.parse::<std::net::SocketAddr>().is_err() {
+        problem(
+            "service.listen",
+            format!("`{listen}` is not an address such as 127.0.0.1:9464"),
+        );
+    }
+    if settings.service.max_concurrent_runs == 0 {
+        problem("service.max_concurrent_runs", "must be at least 1".into());
+    }
+    if settings.service.lease_secs < 3 {
+        problem("service.lease_secs", "must be at least 3".into());
     }
     let url = &settings.database.url;
     if !(url.starts_with("sqlite:")

@@ -5,6 +5,8 @@ CREATE TABLE ingest_runs (
     id              BIGSERIAL PRIMARY KEY,
     connector       TEXT    NOT NULL,
     trigger         TEXT    NOT NULL,
+    due_at          TIMESTAMPTZ,
+    replica         TEXT,
     started_at      TIMESTAMPTZ    NOT NULL,
     finished_at     TIMESTAMPTZ,
     status          TEXT    NOT NULL CHECK (status IN ('running', 'succeeded', 'failed')),
@@ -155,6 +157,17 @@ CREATE TABLE okr_reviews (
     zone            TEXT,
     reviewed_at     TIMESTAMPTZ    NOT NULL,
     PRIMARY KEY (period, kr_id)
+);
+
+-- one row per scheduled run: replicas claim a run here, renew the lease while it runs, and
+-- take over a run whose lease expired
+CREATE TABLE run_claims (
+    task            TEXT    NOT NULL,
+    due_at          TIMESTAMPTZ    NOT NULL,
+    claimed_by      TEXT    NOT NULL,
+    lease_until     TIMESTAMPTZ    NOT NULL,
+    finished        BOOLEAN NOT NULL DEFAULT FALSE,
+    PRIMARY KEY (task, due_at)
 );
 
 CREATE VIEW kr_scores_latest AS

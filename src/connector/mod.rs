@@ -133,6 +133,15 @@ impl Connector {
         }
     }
 
+    /// The connector's schedule line, if it runs on one.
+    pub fn schedule(&self) -> Option<&str> {
+        match &self.kind {
+            ConnectorKind::Csv(config) => {
+                config.schedule.as_deref().filter(|s| !s.trim().is_empty())
+            }
+        }
+    }
+
     /// Days without new data after which KRs on this connector's metrics are stale.
     pub fn stale_after_days(&self) -> Option<u32> {
         match &self.kind {

@@ -332,6 +332,11 @@ fn check_csv(
         },
         None => default_tz.parse().unwrap_or(chrono_tz::UTC),
     };
+    if let Some(line) = &config.schedule
+        && let Err(err) = crate::schedule::CronSchedule::parse(line, tz)
+    {
+        problems.push(file.problem(&at.key("schedule"), err));
+    }
     let format = &config.format;
     if let Some(d) = &format.delimiter
         && parse_delimiter(d).is_none()

@@ -256,15 +256,64 @@ impl Store {
     /// back when the process stopped) and is closed as failed.
     // TODO(#6): with several replicas a running row may belong to a live replica; use leases
     pub async fn start_ingest_run(&self, connector: &str, trigger: &str) -> sqlx::Result<i64> {
+        self.start_scheduled_run(connector, trigger, None, None)
+            .await
+    }
+
+    /// Records the start of a run for a scheduled tick, with the replica running it.
+    pub async fn start_scheduled_run(
+        &self,
+        connector: &str,
+        trigger: &str,
+        due_at: Option<DateTime<Utc>>,
+        replica: Option<&str>,
+    ) -> sqlx::Result<i64> {
         let close = "UPDATE ingest_runs SET status = 'failed', finished_at = $2, \
                      error = 'interrupted: the process stopped before the run finished' \
                      WHERE connector = $1 AND status = 'running'";
-        let sql = "INSERT INTO ingest_runs (connector, trigger, started_at, status) \
-                   VALUES ($1, $2, $3, 'running') RETURNING id";
+        let sql = "INSERT INTO ingest_runs (connector, trigger, started_at, status, due_at, replica) \
+                   VALUES ($1, $2, $3, 'running', $4, $5) RETURNING id";
         on_pool!(self, pool => {
             sqlx::query(close).bind(connector).bind(Utc::now()).execute(pool).await?;
-            sqlx::query_scalar(sql).bind(connector).bind(trigger).bind(Utc::now()).fetch_one(pool).await
+            sqlx::query_scalar(sql)
+                .bind(connector)
+                .bind(trigger)
+                .bind(Utc::now())
+                .bind(due_at)
+                .bind(replica)
+                .fetch_one(pool)
+                .await
         })
+    }
+
+    /// Removes the row of a run that was aborted before it wrote anything.
+    pub async fn forget_run(&self, run_id: i64) -> sqlx::Result<()> {
+        let sql = "DELETE FROM ingest_runs WHERE id = $1 AND status = 'running'";
+        on_pool!(self, pool => sqlx::query(sql).bind(run_id).execute(pool).await.map(|_| ()))
+    }
+
+    /// When a connector last succeeded.
+    pub async fn last_success(&self, connector: &str) -> sqlx::Result<Option<DateTime<Utc>>> {
+        let sql =
+            "SELECT max(started_at) FROM ingest_runs WHERE connector = $1 AND status = 'succeeded'";
+        on_pool!(self, pool => sqlx::query_scalar(sql).bind(connector).fetch_one(pool).await)
+    }
+
+    /// The latest scores' pace statuses and when the newest was computed.
+    pub async fn score_summary(&self) -> sqlx::Result<(Vec<(String, i64)>, Option<DateTime<Utc>>)> {
+        let counts =
+            "SELECT COALESCE(status, 'unscored'), count(*) FROM kr_scores_latest GROUP BY 1";
+        let newest = "SELECT max(computed_at) FROM kr_scores";
+        on_pool!(self, pool => {
+            let counts: Vec<(String, i64)> = sqlx::query_as(counts).fetch_all(pool).await?;
+            let newest: Option<DateTime<Utc>> = sqlx::query_scalar(newest).fetch_one(pool).await?;
+            Ok((counts, newest))
+        })
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> bool {
+        on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.is_ok())
     }
 
     /// Replaces the points of the run's connector on the covered days, stores its rejected
