@@ -405,16 +405,11 @@ async fn serve(
 }
 
 fn sqlite_service_lock(project: &Project) -> anyhow::Result<std::fs::File> {
-    let url = project.database_url();
-    let path = url
-        .trim_start_matches("sqlite://")
-        .trim_start_matches("sqlite:");
-    let path = path.split('?').next().unwrap_or(path);
-    if path.starts_with(':') {
+    let Some(path) = crate::store::sqlite_file(&project.database_url()) else {
         anyhow::bail!(
             "`krscore run` needs a database file or PostgreSQL, not an in-memory database"
         );
-    }
+    };
     let lock_path = format!("{path}.service.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)

@@ -62,14 +62,42 @@ impl CronSchedule {
     /// The first fire time strictly after `after`.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let local = after.with_timezone(&self.tz).naive_local();
-        // walk the wall clock: the crate sees local times as if they were UTC
-        let start = Utc.from_utc_datetime(&(local - TimeDelta::hours(3)));
+        // walk the wall clock: the crate sees local times as if they were UTC; a local time
+        // repeated in autumn maps to its first instant, which is then in the past and skipped
+        let start = Utc.from_utc_datetime(&(local - TimeDelta::seconds(1)));
         for candidate in self.schedule.after(&start).take(10_000) {
             let Some(instant) = self.instant_of(candidate.naive_utc()) else {
                 continue;
             };
             if instant > after {
                 return Some(instant);
+            }
+        }
+        None
+    }
+
+    /// The last fire time at or before `at`.
+    pub fn previous_at_or_before(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        for span in [
+            TimeDelta::minutes(2),
+            TimeDelta::hours(2),
+            TimeDelta::days(2),
+            TimeDelta::days(40),
+            TimeDelta::days(400),
+        ] {
+            let mut last = None;
+            let mut cursor = at - span;
+            for _ in 0..100_000 {
+                match self.next_after(cursor) {
+                    Some(t) if t <= at => {
+                        last = Some(t);
+                        cursor = t;
+                    }
+                    _ => break,
+                }
+            }
+            if last.is_some() {
+                return last;
             }
         }
         None
@@ -191,6 +219,24 @@ mod tests {
 
         assert_eq!(first, utc("2024-10-27T00:30:00Z"));
         assert_eq!(second, utc("2024-10-28T01:30:00Z"));
+    }
+
+    #[test]
+    fn the_previous_tick() {
+        let s = CronSchedule::parse("0 3 * * *", tz("UTC")).unwrap();
+
+        assert_eq!(
+            s.previous_at_or_before(utc("2026-12-04T10:00:00Z")),
+            Some(utc("2026-12-04T03:00:00Z"))
+        );
+        assert_eq!(
+            s.previous_at_or_before(utc("2026-12-04T03:00:00Z")),
+            Some(utc("2026-12-04T03:00:00Z"))
+        );
+        assert_eq!(
+            s.previous_at_or_before(utc("2026-12-04T02:59:59Z")),
+            Some(utc("2026-12-03T03:00:00Z"))
+        );
     }
 
     #[test]

@@ -174,8 +174,10 @@ impl Service {
                 Some(last) => job.schedule.next_after(last).is_some_and(|t| t <= started),
             };
             if missed {
+                // the same tick on every replica, so only one of them runs it
                 let due = last
                     .and_then(|l| job.schedule.next_after(l))
+                    .or_else(|| job.schedule.previous_at_or_before(started))
                     .unwrap_or(started);
                 info!(connector = %name, due = %due, "catching up a missed run");
                 self.start_job(&name, due).await;

@@ -14,7 +14,9 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::types::Json;
 use sqlx::{ConnectOptions, Connection};
 
@@ -205,6 +207,8 @@ impl Store {
                 .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(5))
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
+                // WAL with NORMAL sync cannot corrupt the file; it avoids an fsync per commit
+                .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(30));
             let pool = SqlitePoolOptions::new()
@@ -212,6 +216,12 @@ impl Store {
                 .connect_with(options)
                 .await
                 .with_context(|| format!("cannot open SQLite database {shown}"))?;
+            // SQLite has no migration lock: two processes opening a new file at once would both
+            // create the tables, so they take turns on a lock file next to it
+            let _guard = match sqlite_file(url) {
+                Some(file) => Some(lock_file(&format!("{file}.migrate.lock")).await?),
+                None => None,
+            };
             sqlx::migrate!("migrations/sqlite")
                 .run(&pool)
                 .await
@@ -730,6 +740,31 @@ macro_rules! finish_run {
     };
 }
 use finish_run;
+
+/// The file of a SQLite URL, or `None` for an in-memory database.
+pub fn sqlite_file(url: &str) -> Option<String> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = path.split('?').next().unwrap_or(path);
+    (!path.is_empty() && !path.starts_with(':')).then(|| path.to_string())
+}
+
+/// An exclusive lock on `path`, waited for off the async runtime; released when dropped.
+async fn lock_file(path: &str) -> anyhow::Result<std::fs::File> {
+    let path = path.to_string();
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {path}"))?;
+        file.lock().with_context(|| format!("cannot lock {path}"))?;
+        Ok(file)
+    })
+    .await?
+}
 
 fn revisions_json(revisions: &[(NaiveDate, String, Option<String>)]) -> serde_json::Value {
     revisions

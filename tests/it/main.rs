@@ -6,4 +6,5 @@ mod end_to_end;
 mod ingest;
 mod quirks;
 mod scoring;
+mod service;
 mod support;
