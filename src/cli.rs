@@ -37,9 +37,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Sync every connector, score, and print the status view.
+    /// The service: connectors and scoring on their schedules, with health and metrics
+    /// endpoints; with --once, sync every connector, score, print the status view and exit.
     Run {
-        /// Run once and exit (the long-running service comes with schedules).
+        /// Sync, score, print the status view and exit.
         #[arg(long)]
         once: bool,
         /// The as-of day to score (default: today in the scoring time zone).
@@ -201,7 +202,7 @@ async fn preview(project: &Project, name: &str, rows: usize) -> ExitCode {
         );
         return ExitCode::from(BAD_CONFIG);
     };
-    let extract = match ingest::extract(project, connector).await {
+    let extract = match ingest::extract(project, connector, &Default::default()).await {
         Ok(extract) => extract,
         Err(err) => {
             eprintln!("error: {}", describe(&err));

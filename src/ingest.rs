@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::connector::{Connector, Extract};
+use crate::connector::{Cancel, Connector, Extract};
 use crate::project::Project;
 use crate::store::{RunRecord, Store};
 
@@ -57,13 +57,18 @@ pub async fn rescore_restated(
 }
 
 /// Reads a connector without writing anything. Blocking work runs off the runtime.
-pub async fn extract(project: &Project, connector: &Connector) -> anyhow::Result<Extract> {
+pub async fn extract(
+    project: &Project,
+    connector: &Connector,
+    cancel: &Cancel,
+) -> anyhow::Result<Extract> {
     let root = project.root.clone();
     let connector = connector.clone();
+    let cancel = cancel.clone();
     let span = tracing::Span::current();
     let result = tokio::task::spawn_blocking(move || {
         let _guard = span.enter();
-        connector.extract(&root)
+        connector.extract_cancellable(&root, &cancel)
     })
     .await?;
     Ok(result?)
@@ -77,7 +82,7 @@ pub async fn sync_connector(
     trigger: &str,
 ) -> anyhow::Result<RunOutcome> {
     let run_id = store.start_ingest_run(&connector.name, trigger).await?;
-    sync_run(project, store, connector, run_id).await
+    sync_run(project, store, connector, run_id, &Cancel::default()).await
 }
 
 /// A scheduled run of a connector for the tick `due`; its run id is published in `slot` so
@@ -89,12 +94,13 @@ pub async fn sync_connector_scheduled(
     due: chrono::DateTime<chrono::Utc>,
     replica: &str,
     slot: &std::sync::Mutex<Option<i64>>,
+    cancel: &Cancel,
 ) -> anyhow::Result<RunOutcome> {
     let run_id = store
         .start_scheduled_run(&connector.name, "schedule", Some(due), Some(replica))
         .await?;
     *slot.lock().expect("run id lock") = Some(run_id);
-    sync_run(project, store, connector, run_id).await
+    sync_run(project, store, connector, run_id, cancel).await
 }
 
 async fn sync_run(
@@ -102,6 +108,7 @@ async fn sync_run(
     store: &Store,
     connector: &Connector,
     run_id: i64,
+    cancel: &Cancel,
 ) -> anyhow::Result<RunOutcome> {
     let span = info_span!("ingest", connector = %connector.name, run_id);
     async move {
@@ -119,7 +126,7 @@ async fn sync_run(
             error: None,
         };
 
-        let extract = match extract(project, connector).await {
+        let extract = match extract(project, connector, cancel).await {
             Ok(extract) => extract,
             Err(err) => {
                 let message = format!("{err:#}");

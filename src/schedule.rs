@@ -14,7 +14,9 @@ use chrono::{DateTime, LocalResult, NaiveDateTime, TimeDelta, TimeZone, Utc};
 #[derive(Debug, Clone)]
 pub struct CronSchedule {
     pub source: String,
-    schedule: cron::Schedule,
+    /// One schedule, or two when day of month and day of week are both restricted: crontab
+    /// then fires when either matches.
+    schedules: Vec<cron::Schedule>,
     tz: chrono_tz::Tz,
 }
 
@@ -22,24 +24,9 @@ impl CronSchedule {
     /// Parses a 5-field crontab line or a 6-field line with seconds.
     pub fn parse(text: &str, tz: chrono_tz::Tz) -> Result<CronSchedule, String> {
         let fields: Vec<&str> = text.split_whitespace().collect();
-        let translated = match fields.len() {
-            5 => format!(
-                "0 {} {} {} {} {}",
-                fields[0],
-                fields[1],
-                fields[2],
-                fields[3],
-                crontab_days(fields[4])?
-            ),
-            6 => format!(
-                "{} {} {} {} {} {}",
-                fields[0],
-                fields[1],
-                fields[2],
-                fields[3],
-                fields[4],
-                crontab_days(fields[5])?
-            ),
+        let (seconds, rest) = match fields.len() {
+            5 => ("0", &fields[..]),
+            6 => (fields[0], &fields[1..]),
             n => {
                 return Err(format!(
                     "`{text}` has {n} fields; write minute hour day-of-month month day-of-week \
@@ -47,25 +34,50 @@ impl CronSchedule {
                 ));
             }
         };
-        let schedule = cron::Schedule::from_str(&translated)
-            .map_err(|err| format!("`{text}` is not a valid schedule: {err}"))?;
-        if schedule.upcoming(Utc).next().is_none() {
+        let (minute, hour, dom, month, dow) =
+            (rest[0], rest[1], rest[2], rest[3], crontab_days(rest[4])?);
+        let restricted = |f: &str| f != "*" && f != "?";
+        let lines = if restricted(dom) && restricted(&dow) {
+            vec![
+                format!("{seconds} {minute} {hour} {dom} {month} *"),
+                format!("{seconds} {minute} {hour} * {month} {dow}"),
+            ]
+        } else {
+            vec![format!("{seconds} {minute} {hour} {dom} {month} {dow}")]
+        };
+        let mut schedules = Vec::new();
+        for line in lines {
+            let schedule = cron::Schedule::from_str(&line).map_err(|err| {
+                let reason = err.to_string();
+                let reason = reason.lines().next().unwrap_or_default().to_string();
+                format!("`{text}` is not a valid schedule ({reason})")
+            })?;
+            schedules.push(schedule);
+        }
+        if schedules.iter().all(|s| s.upcoming(Utc).next().is_none()) {
             return Err(format!("`{text}` never fires"));
         }
         Ok(CronSchedule {
             source: text.to_string(),
-            schedule,
+            schedules,
             tz,
         })
     }
 
     /// The first fire time strictly after `after`.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.schedules
+            .iter()
+            .filter_map(|s| self.next_of(s, after))
+            .min()
+    }
+
+    fn next_of(&self, schedule: &cron::Schedule, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let local = after.with_timezone(&self.tz).naive_local();
         // walk the wall clock: the crate sees local times as if they were UTC; a local time
         // repeated in autumn maps to its first instant, which is then in the past and skipped
         let start = Utc.from_utc_datetime(&(local - TimeDelta::seconds(1)));
-        for candidate in self.schedule.after(&start).take(10_000) {
+        for candidate in schedule.after(&start).take(10_000) {
             let Some(instant) = self.instant_of(candidate.naive_utc()) else {
                 continue;
             };
@@ -219,6 +231,18 @@ mod tests {
 
         assert_eq!(first, utc("2024-10-27T00:30:00Z"));
         assert_eq!(second, utc("2024-10-28T01:30:00Z"));
+    }
+
+    #[test]
+    fn day_of_month_or_day_of_week_as_in_crontab() {
+        // the 4th or any Monday: from Friday 2026-12-04 10:00, Monday the 7th comes first
+        let s = CronSchedule::parse("0 9 4 * 1", tz("UTC")).unwrap();
+
+        let first = s.next_after(utc("2026-12-03T10:00:00Z")).unwrap();
+        let second = s.next_after(first).unwrap();
+
+        assert_eq!(first, utc("2026-12-04T09:00:00Z"));
+        assert_eq!(second, utc("2026-12-07T09:00:00Z"));
     }
 
     #[test]

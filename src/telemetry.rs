@@ -20,7 +20,9 @@ pub fn init(settings: &LogSettings, verbose: bool) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+        .with_ansi(std::io::stderr().is_terminal())
+        // a closed stderr (a log pipe gone) must not bring the service down
+        .log_internal_errors(false);
     let _ = match settings.format {
         LogFormat::Json => builder
             .json()

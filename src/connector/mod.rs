@@ -68,6 +68,9 @@ pub enum ConnectorError {
     /// The source could not be read at all.
     #[error("{0}")]
     Source(String),
+    /// The run was asked to stop (timeout or shutdown).
+    #[error("cancelled before the read finished")]
+    Cancelled,
     /// polars failed on the data.
     #[error("{context}: {source}")]
     Frame {
@@ -77,13 +80,39 @@ pub enum ConnectorError {
     },
 }
 
+/// Asks a running read to stop: checked between chunks of rows, so a read stops within a
+/// fraction of a second when a run times out or the service shuts down.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Cancel {
+    pub fn cancel(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// An error when cancelled, for `?` in read loops.
+    pub fn check(&self) -> Result<(), ConnectorError> {
+        if self.is_cancelled() {
+            Err(ConnectorError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+}
+
 /// What every connector kind provides.
 pub trait Source {
-    /// Reads the source and returns its points. Blocking: call it off the async runtime.
+    /// Reads the source and returns its points. Blocking: call it off the async runtime, and
+    /// check `cancel` now and then.
     fn extract(
         &self,
         project_dir: &Path,
         timezone: chrono_tz::Tz,
+        cancel: &Cancel,
     ) -> Result<Extract, ConnectorError>;
 }
 
@@ -157,6 +186,15 @@ impl Connector {
     }
 
     pub fn extract(&self, project_dir: &Path) -> Result<Extract, ConnectorError> {
-        self.source().extract(project_dir, self.timezone)
+        self.source()
+            .extract(project_dir, self.timezone, &Cancel::default())
+    }
+
+    pub fn extract_cancellable(
+        &self,
+        project_dir: &Path,
+        cancel: &Cancel,
+    ) -> Result<Extract, ConnectorError> {
+        self.source().extract(project_dir, self.timezone, cancel)
     }
 }

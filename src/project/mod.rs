@@ -332,7 +332,7 @@ fn check_csv(
         },
         None => default_tz.parse().unwrap_or(chrono_tz::UTC),
     };
-    if let Some(line) = &config.schedule
+    if let Some(line) = config.schedule.as_deref().filter(|l| !l.trim().is_empty())
         && let Err(err) = crate::schedule::CronSchedule::parse(line, tz)
     {
         problems.push(file.problem(&at.key("schedule"), err));

@@ -1,5 +1,5 @@
 //! The service's HTTP listener: `/healthz` (the scheduler loop is alive), `/readyz` (the
-//! database answers) and `/metrics` (Prometheus text format).
+//! database answers) and `/metrics` (OpenMetrics text, which Prometheus reads).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,7 +49,8 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    if shared.store.ping().await {
+    let ping = tokio::time::timeout(Duration::from_secs(2), shared.store.ping());
+    if ping.await.unwrap_or(false) {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "database unreachable\n")
@@ -60,7 +61,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         shared.metrics.encode(),
     )

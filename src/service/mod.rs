@@ -19,6 +19,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, error, info, info_span, warn};
 
+use crate::connector::Cancel;
 use crate::ingest;
 use crate::project::Project;
 use crate::schedule::CronSchedule;
@@ -35,6 +36,8 @@ struct Job {
     schedule: CronSchedule,
     next_due: DateTime<Utc>,
     running: Option<JoinHandle<()>>,
+    /// Stops the run in progress.
+    cancel: Cancel,
     /// The ingest run id of the run in progress, to clean up if it is aborted.
     run_id: Arc<Mutex<Option<i64>>>,
 }
@@ -142,6 +145,7 @@ impl Service {
                             schedule,
                             next_due,
                             running: None,
+                            cancel: Cancel::default(),
                             run_id: Arc::new(Mutex::new(None)),
                         },
                     );
@@ -152,6 +156,11 @@ impl Service {
 
     /// Runs until SIGTERM or SIGINT.
     pub async fn run(mut self) -> anyhow::Result<()> {
+        // signals first, so a SIGTERM or SIGHUP during start-up is handled, not fatal
+        let (stop_tx, mut stop_rx) = watch::channel(false);
+        spawn_signal_listener(stop_tx);
+        #[cfg(unix)]
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let started = Utc::now();
         self.plan(started);
         info!(
@@ -160,6 +169,27 @@ impl Service {
             backend = self.store.backend(),
             "krscore service started"
         );
+
+        // series exist from the start, and the last success survives restarts
+        for name in self.jobs.keys().filter(|n| n.as_str() != SCORING) {
+            let label = telemetry::ConnectorLabel {
+                connector: name.clone(),
+            };
+            let metrics = &self.shared.metrics;
+            let _ = metrics.skipped_ticks.get_or_create(&label);
+            for outcome in ["succeeded", "failed"] {
+                let run = telemetry::RunLabel {
+                    connector: name.clone(),
+                    outcome: outcome.into(),
+                };
+                let _ = metrics.runs.get_or_create(&run);
+            }
+            if let Ok(Some(last)) = self.store.last_success(name).await {
+                let seconds = last.timestamp_millis() as f64 / 1000.0;
+                metrics.last_success.get_or_create(&label).set(seconds);
+            }
+        }
+        update_score_metrics(&self.store, &self.shared).await;
 
         // catch up: a job whose last success is older than its previous tick runs once now
         let names: Vec<String> = self.jobs.keys().cloned().collect();
@@ -184,10 +214,6 @@ impl Service {
             }
         }
 
-        let (stop_tx, mut stop_rx) = watch::channel(false);
-        spawn_signal_listener(stop_tx);
-        #[cfg(unix)]
-        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let sweep_every = self.claims.lease / 2;
         let mut sweep = tokio::time::interval(sweep_every.max(Duration::from_secs(1)));
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -234,7 +260,8 @@ impl Service {
         Ok(())
     }
 
-    /// Claims and starts one due run, unless the previous one is still going.
+    /// Claims and starts one due run, unless the previous one is still going. The loop itself
+    /// never waits on the database: claiming happens in the run's task.
     async fn start_job(&mut self, name: &str, due: DateTime<Utc>) {
         let Some(job) = self.jobs.get_mut(name) else {
             return;
@@ -250,14 +277,8 @@ impl Service {
                 .inc();
             return;
         }
-        match self.claims.try_claim(name, due).await {
-            Ok(true) => {}
-            Ok(false) => return,
-            Err(err) => {
-                error!(error = %err, task = %name, "cannot claim a run");
-                return;
-            }
-        }
+        let cancel = Cancel::default();
+        job.cancel = cancel.clone();
         let run_id = job.run_id.clone();
         let project = self.project();
         let store = self.store.clone();
@@ -270,10 +291,18 @@ impl Service {
             let Ok(_permit) = limit.acquire_owned().await else {
                 return;
             };
+            match claims.try_claim(&task, due).await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(err) => {
+                    error!(error = %err, connector = %task, "cannot claim a run");
+                    return;
+                }
+            }
             let lock = match claims.lock(&task).await {
                 Ok(Some(lock)) => lock,
                 Ok(None) => {
-                    warn!(task = %task, "already running on another replica: tick skipped");
+                    warn!(connector = %task, "already running on another replica: tick skipped");
                     shared
                         .metrics
                         .skipped_ticks
@@ -285,7 +314,7 @@ impl Service {
                     return;
                 }
                 Err(err) => {
-                    error!(error = %err, task = %task, "cannot take the run lock");
+                    error!(error = %err, connector = %task, "cannot take the run lock");
                     return;
                 }
             };
@@ -309,12 +338,16 @@ impl Service {
                 &task,
                 due,
                 &run_id,
+                &cancel,
             );
-            if tokio::time::timeout(timeout, work).await.is_err() {
-                error!(task = %task, timeout_secs = timeout.as_secs(), "run timed out and was aborted");
-                let aborted = run_id.lock().expect("run id lock").take();
-                if let Some(id) = aborted {
-                    let _ = store.forget_run(id).await;
+            tokio::pin!(work);
+            tokio::select! {
+                _ = &mut work => {}
+                _ = tokio::time::sleep(timeout) => {
+                    // stop the read; the run is then recorded as failed
+                    error!(connector = %task, timeout_secs = timeout.as_secs(), "run timed out: cancelling it");
+                    cancel.cancel();
+                    work.await;
                 }
             }
             renewer.abort();
@@ -337,7 +370,7 @@ impl Service {
         };
         for (task, due) in expired {
             if self.jobs.contains_key(&task) {
-                info!(task = %task, due = %due, "taking over a run whose replica stopped");
+                info!(connector = %task, due = %due, "taking over a run whose replica stopped");
                 self.start_job(&task, due).await;
             }
         }
@@ -346,6 +379,30 @@ impl Service {
     fn reload(&mut self) {
         match Project::load(&self.project_dir) {
             Ok(project) => {
+                let old = self.project();
+                let changed = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| {
+                    format!("{a:?}") != format!("{b:?}")
+                };
+                let restart: Vec<&str> = [
+                    (
+                        "[database]",
+                        changed(&old.settings.database, &project.settings.database),
+                    ),
+                    (
+                        "[service]",
+                        changed(&old.settings.service, &project.settings.service),
+                    ),
+                    ("[log]", changed(&old.settings.log, &project.settings.log)),
+                ]
+                .into_iter()
+                .filter_map(|(name, changed)| changed.then_some(name))
+                .collect();
+                if !restart.is_empty() {
+                    warn!(
+                        sections = %restart.join(", "),
+                        "changed settings take effect only after a restart"
+                    );
+                }
                 info!("configuration reloaded");
                 *self.project.write().expect("project lock") = Arc::new(project);
                 self.plan(Utc::now());
@@ -373,19 +430,24 @@ impl Service {
             let Some(mut handle) = job.running else {
                 continue;
             };
-            if tokio::time::timeout_at(deadline, &mut handle)
+            if tokio::time::timeout_at(deadline, &mut handle).await.is_ok() {
+                continue;
+            }
+            // past the grace period: stop the read, give it a moment, then drop the task (its
+            // transaction rolls back); the run's row goes too, leaving no trace
+            job.cancel.cancel();
+            if tokio::time::timeout(Duration::from_secs(10), &mut handle)
                 .await
                 .is_err()
             {
                 handle.abort();
                 let _ = handle.await;
-                // an aborted run rolled back: its row goes too, leaving no trace
-                let aborted = job.run_id.lock().expect("run id lock").take();
-                if let Some(id) = aborted {
-                    let _ = self.store.forget_run(id).await;
-                }
-                warn!(task = %name, "run aborted at shutdown and rolled back");
             }
+            let aborted = job.run_id.lock().expect("run id lock").take();
+            if let Some(id) = aborted {
+                let _ = self.store.forget_run(id).await;
+            }
+            warn!(connector = %name, "run cancelled at shutdown and rolled back");
         }
         self.store.close().await;
         info!("krscore service stopped");
@@ -393,6 +455,7 @@ impl Service {
 }
 
 /// One scheduled run: a connector sync followed by scoring, or a scoring pass.
+#[expect(clippy::too_many_arguments, reason = "the run's context, passed once from its task")]
 async fn run_task(
     project: &Project,
     store: &Store,
@@ -401,6 +464,7 @@ async fn run_task(
     task: &str,
     due: DateTime<Utc>,
     run_id: &Mutex<Option<i64>>,
+    cancel: &Cancel,
 ) {
     let today = scoring::today(project);
     if task == SCORING {
@@ -419,18 +483,37 @@ async fn run_task(
     };
     let started = Instant::now();
     let outcome =
-        ingest::sync_connector_scheduled(project, store, connector, due, replica, run_id).await;
+        ingest::sync_connector_scheduled(project, store, connector, due, replica, run_id, cancel)
+            .await;
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(err) => {
-            error!(connector = %task, error = %format!("{err:#}"), "connector run failed");
+            // the database failed under the run: count it, and record it if it answers
+            let message = format!("{err:#}");
+            error!(connector = %task, error = %message, "connector run failed");
+            let label = telemetry::RunLabel {
+                connector: task.to_string(),
+                outcome: "failed".into(),
+            };
+            shared.metrics.runs.get_or_create(&label).inc();
+            let id = run_id.lock().expect("run id lock").take();
+            if let Some(id) = id {
+                let record = crate::store::RunRecord::default();
+                let _ = store
+                    .fail_ingest_run(id, task, &[], &record, &message)
+                    .await;
+            }
             return;
         }
     };
-    *run_id.lock().expect("run id lock") = None;
     shared
         .metrics
         .record_run(&outcome, started.elapsed().as_secs_f64());
+    if cancel.is_cancelled() {
+        // a cancelled run is recorded as failed; at shutdown its row is removed after this
+        return;
+    }
+    *run_id.lock().expect("run id lock") = None;
     if outcome.succeeded {
         // every successful sync re-scores: restated days, then today
         let result = async {

@@ -296,10 +296,17 @@ impl Store {
         })
     }
 
-    /// Removes the row of a run that was aborted before it wrote anything.
+    /// Removes the row of a run cancelled at shutdown (it wrote no points).
     pub async fn forget_run(&self, run_id: i64) -> sqlx::Result<()> {
-        let sql = "DELETE FROM ingest_runs WHERE id = $1 AND status = 'running'";
-        on_pool!(self, pool => sqlx::query(sql).bind(run_id).execute(pool).await.map(|_| ()))
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("DELETE FROM rejected_rows WHERE run_id = $1").bind(run_id).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM ingest_runs WHERE id = $1 AND status <> 'succeeded'")
+                .bind(run_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
+        })
     }
 
     /// When a connector last succeeded.

@@ -314,9 +314,14 @@ async fn sigterm_mid_run_leaves_a_committed_run_or_no_trace() {
     .await;
 
     signal(&child, "TERM");
+    let stopping = Instant::now();
     let code = wait_exit(&mut child, Duration::from_secs(30));
 
     assert_eq!(code, Some(0));
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "the read stops soon after the grace period"
+    );
     let runs = db.rows("SELECT status FROM ingest_runs").await;
     let points = db.scalar("SELECT count(*) FROM metric_points").await;
     match runs.as_slice() {
@@ -429,4 +434,44 @@ async fn a_killed_replicas_run_is_finished_by_a_survivor() {
         .scalar("SELECT count(*) FROM ingest_runs WHERE status = 'succeeded'")
         .await;
     assert_eq!(succeeded, 1, "the tick ran to completion exactly once");
+}
+
+#[tokio::test]
+async fn a_run_past_its_timeout_is_cancelled_and_recorded_as_failed() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let dir = service_project("0 3 * * *", 200_000);
+    let port = free_port();
+    let mut child = start(
+        dir.path(),
+        &db,
+        port,
+        &[("KRSCORE__SERVICE__RUN_TIMEOUT_SECS", "1")],
+    );
+
+    let failed = wait_for(
+        &db,
+        "SELECT count(*) FROM ingest_runs WHERE status = 'failed'",
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    let (_, body) = get(port, "/metrics").unwrap();
+    signal(&child, "TERM");
+    let code = wait_exit(&mut child, Duration::from_secs(20));
+
+    assert_eq!(failed, 1);
+    let error = db.rows("SELECT error FROM ingest_runs").await;
+    assert!(
+        error[0][0]
+            .as_deref()
+            .unwrap_or_default()
+            .contains("cancelled"),
+        "{error:?}"
+    );
+    assert!(
+        body.contains("krscore_runs_total{connector=\"leads\",outcome=\"failed\"} 1"),
+        "{body}"
+    );
+    assert_eq!(code, Some(0));
+    assert_eq!(db.scalar("SELECT count(*) FROM metric_points").await, 0);
 }

@@ -21,7 +21,7 @@ use chrono::NaiveDate;
 use polars::prelude::*;
 use serde::Deserialize;
 
-use super::{ConnectorError, Extract, Point, RejectedRow, SkippedLine, Source};
+use super::{Cancel, ConnectorError, Extract, Point, RejectedRow, SkippedLine, Source};
 use crate::okr::{DateValue, OneOrMany};
 pub use clean::{DateFormat, day_from_number, day_number};
 use clean::{NumberLocale, Votes, number_expr, parse_number};
@@ -189,6 +189,7 @@ impl Source for CsvConfig {
         &self,
         project_dir: &Path,
         timezone: chrono_tz::Tz,
+        cancel: &Cancel,
     ) -> Result<Extract, ConnectorError> {
         let files = self.files(project_dir).map_err(ConnectorError::Source)?;
         if files.is_empty() {
@@ -205,7 +206,7 @@ impl Source for CsvConfig {
                 .unwrap_or(file)
                 .display()
                 .to_string();
-            let one = read_file(self, file, &shown, timezone)?;
+            let one = read_file(self, file, &shown, timezone, cancel)?;
 
             // a later file restates the days it covers
             let overlap: BTreeSet<NaiveDate> =
@@ -337,6 +338,7 @@ fn read_file(
     path: &Path,
     shown: &str,
     timezone: chrono_tz::Tz,
+    cancel: &Cancel,
 ) -> Result<FileRead, ConnectorError> {
     let open = || {
         std::fs::File::open(path).map_err(|err| source_err(shown, format!("cannot read: {err}")))
@@ -788,6 +790,9 @@ fn read_file(
             Chunk::push_cell(&mut chunk.sources[slot], cells.get(*i).copied());
         }
         chunk.raw.append_value(&raw);
+        if chunk.len() % 4096 == 0 {
+            cancel.check()?;
+        }
         if chunk.len() >= CHUNK_ROWS {
             let full = std::mem::replace(&mut chunk, new_chunk(&state));
             state.process(full)?;
