@@ -455,7 +455,10 @@ impl Service {
 }
 
 /// One scheduled run: a connector sync followed by scoring, or a scoring pass.
-#[expect(clippy::too_many_arguments, reason = "the run's context, passed once from its task")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the run's context, passed once from its task"
+)]
 async fn run_task(
     project: &Project,
     store: &Store,
