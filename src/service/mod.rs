@@ -345,7 +345,11 @@ impl Service {
                 _ = &mut work => {}
                 _ = tokio::time::sleep(timeout) => {
                     // stop the read; the run is then recorded as failed
-                    error!(connector = %task, timeout_secs = timeout.as_secs(), "run timed out: cancelling it");
+                    error!(
+                        connector = %task,
+                        timeout_secs = timeout.as_secs(),
+                        "run timed out: cancelling it"
+                    );
                     cancel.cancel();
                     work.await;
                 }

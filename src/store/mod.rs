@@ -282,7 +282,8 @@ impl Store {
         let close = "UPDATE ingest_runs SET status = 'failed', finished_at = $2, \
                      error = 'interrupted: the process stopped before the run finished' \
                      WHERE connector = $1 AND status = 'running'";
-        let sql = "INSERT INTO ingest_runs (connector, trigger, started_at, status, due_at, replica) \
+        let sql = "INSERT INTO ingest_runs \
+                   (connector, trigger, started_at, status, due_at, replica) \
                    VALUES ($1, $2, $3, 'running', $4, $5) RETURNING id";
         on_pool!(self, pool => {
             sqlx::query(close).bind(connector).bind(Utc::now()).execute(pool).await?;
@@ -301,7 +302,10 @@ impl Store {
     pub async fn forget_run(&self, run_id: i64) -> sqlx::Result<()> {
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            sqlx::query("DELETE FROM rejected_rows WHERE run_id = $1").bind(run_id).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM rejected_rows WHERE run_id = $1")
+                .bind(run_id)
+                .execute(&mut *tx)
+                .await?;
             sqlx::query("DELETE FROM ingest_runs WHERE id = $1 AND status <> 'succeeded'")
                 .bind(run_id)
                 .execute(&mut *tx)
@@ -391,8 +395,9 @@ impl Store {
     ) -> sqlx::Result<Vec<StoredPoint>> {
         let mut out = Vec::new();
         for metric in metrics {
-            let sql = "SELECT metric, day, period_end, dimensions, value, run_id FROM metric_points \
-                       WHERE metric = $1 AND period_end >= $2 AND day <= $3 ORDER BY day, connector, dimensions";
+            let sql = "SELECT metric, day, period_end, dimensions, value, run_id \
+                       FROM metric_points WHERE metric = $1 AND period_end >= $2 AND day <= $3 \
+                       ORDER BY day, connector, dimensions";
             let rows: Vec<StoredPoint> = on_pool!(self, pool => {
                 sqlx::query_as(sql).bind(metric).bind(from).bind(to).fetch_all(pool).await?
             });
@@ -405,7 +410,8 @@ impl Store {
     pub async fn sync_definitions(&self, objectives: &[ObjectiveDefinition]) -> sqlx::Result<()> {
         let now = Utc::now();
         let upsert_objective = "INSERT INTO objectives \
-            (id, title, owner, period, window_start, window_end, timezone, source_file, active, updated_at) \
+            (id, title, owner, period, window_start, window_end, timezone, source_file, active, \
+             updated_at) \
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, TRUE, $9) \
             ON CONFLICT (id) DO UPDATE SET title = excluded.title, owner = excluded.owner, \
             period = excluded.period, window_start = excluded.window_start, \
@@ -605,7 +611,13 @@ impl Store {
         let sql = "UPDATE scoring_runs SET status = 'failed', finished_at = $2, error = $3 \
                    WHERE id = $1";
         on_pool!(self, pool => {
-            sqlx::query(sql).bind(run_id).bind(Utc::now()).bind(error).execute(pool).await.map(|_| ())
+            sqlx::query(sql)
+                .bind(run_id)
+                .bind(Utc::now())
+                .bind(error)
+                .execute(pool)
+                .await
+                .map(|_| ())
         })
     }
 
@@ -658,7 +670,10 @@ impl Store {
         let now = Utc::now();
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            sqlx::query("DELETE FROM okr_reviews WHERE period = $1").bind(period).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM okr_reviews WHERE period = $1")
+                .bind(period)
+                .execute(&mut *tx)
+                .await?;
             for r in rows {
                 sqlx::query(insert)
                     .bind(&r.period)
@@ -683,10 +698,15 @@ impl Store {
         owner: &str,
         limit: usize,
     ) -> sqlx::Result<Vec<(String, f64)>> {
-        let sql = "SELECT period, avg(score) FROM okr_reviews WHERE owner = $1 AND score IS NOT NULL \
+        let sql = "SELECT period, avg(score) FROM okr_reviews \
+                   WHERE owner = $1 AND score IS NOT NULL \
                    GROUP BY period ORDER BY period DESC LIMIT $2";
         on_pool!(self, pool => {
-            sqlx::query_as::<_, (String, f64)>(sql).bind(owner).bind(limit as i64).fetch_all(pool).await
+            sqlx::query_as::<_, (String, f64)>(sql)
+                .bind(owner)
+                .bind(limit as i64)
+                .fetch_all(pool)
+                .await
         })
     }
 
@@ -778,7 +798,8 @@ fn revisions_json(revisions: &[(NaiveDate, String, Option<String>)]) -> serde_js
     revisions
         .iter()
         .map(|(effective, target, note)| {
-            serde_json::json!({ "effective": effective.to_string(), "target": target, "note": note })
+            let effective = effective.to_string();
+            serde_json::json!({ "effective": effective, "target": target, "note": note })
         })
         .collect()
 }

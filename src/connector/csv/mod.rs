@@ -932,7 +932,12 @@ impl FileState<'_> {
                     .or(self.file_votes.decision())
                     .unwrap_or(by_delimiter);
                 let column = &self.columns.header[self.columns.sources[slot]];
-                tracing::debug!(file = self.shown, column = %column, decimal = %decimal, "number locale");
+                tracing::debug!(
+                    file = self.shown,
+                    column = %column,
+                    decimal = %decimal,
+                    "number locale"
+                );
                 NumberLocale::new(decimal, thousands)
             })
             .collect();
@@ -1363,7 +1368,12 @@ fn check_totals(
                 state.shown, state.columns.header[index]
             ));
         } else if !stated.is_empty() {
-            tracing::debug!(file = state.shown, metric = %metric.name, total = loaded, "totals row matches");
+            tracing::debug!(
+                file = state.shown,
+                metric = %metric.name,
+                total = loaded,
+                "totals row matches"
+            );
         }
     }
 }
