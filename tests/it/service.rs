@@ -475,3 +475,36 @@ async fn a_run_past_its_timeout_is_cancelled_and_recorded_as_failed() {
     assert_eq!(code, Some(0));
     assert_eq!(db.scalar("SELECT count(*) FROM metric_points").await, 0);
 }
+
+#[tokio::test]
+async fn a_manual_sync_of_a_connector_the_service_is_running_reports_it_busy() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let dir = service_project("0 3 * * *", 200_000);
+    let mut child = start(dir.path(), &db, free_port(), &[]);
+    wait_for(
+        &db,
+        "SELECT count(*) FROM ingest_runs WHERE status = 'running'",
+        1,
+        Duration::from_secs(20),
+    )
+    .await;
+
+    let manual = krscore(dir.path(), Some(&db), &["sync", "leads"]);
+    let finished = wait_for(
+        &db,
+        "SELECT count(*) FROM ingest_runs WHERE status = 'succeeded'",
+        1,
+        Duration::from_secs(120),
+    )
+    .await;
+    signal(&child, "TERM");
+    wait_exit(&mut child, Duration::from_secs(30));
+
+    let text = expect_code(&manual, 1);
+    assert!(
+        text.contains("is being run by `krscore run` right now"),
+        "{text}"
+    );
+    assert_eq!(finished, 1, "the service's run was not disturbed");
+    assert_eq!(db.scalar("SELECT count(*) FROM ingest_runs").await, 1);
+}
