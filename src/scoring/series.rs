@@ -49,44 +49,71 @@ fn matches(point: &StoredPoint, filter: &Filter) -> bool {
 impl SeriesSet {
     /// Builds the series from stored points. Blocking.
     pub fn build(points: Vec<StoredPoint>, wanted: &BTreeSet<(String, Filter)>) -> SeriesSet {
+        // points per metric, and per metric the positions of each dimension value, so a
+        // filter only walks the points that can match it
         let mut by_metric: HashMap<&str, Vec<&StoredPoint>> = HashMap::new();
         for p in &points {
             by_metric.entry(p.metric.as_str()).or_default().push(p);
         }
+        let mut by_value: HashMap<(&str, &str, &str), Vec<usize>> = HashMap::new();
+        for (metric, list) in &by_metric {
+            for (i, p) in list.iter().enumerate() {
+                for (dim, value) in &p.dimensions.0 {
+                    by_value
+                        .entry((metric, dim.as_str(), value.as_str()))
+                        .or_default()
+                        .push(i);
+                }
+            }
+        }
+
+        let mut series = HashMap::new();
         let mut spans: HashMap<Key, Spans> = HashMap::new();
         let mut runs: HashMap<Key, BTreeMap<NaiveDate, BTreeSet<i64>>> = HashMap::new();
         for (metric, filter) in wanted {
+            let list = by_metric
+                .get(metric.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            // the filter's most selective dimension gives the candidates, in stored order
+            let candidates: Vec<usize> = filter
+                .iter()
+                .map(|(dim, values)| {
+                    let mut found: Vec<usize> = values
+                        .iter()
+                        .flat_map(|v| by_value.get(&(metric.as_str(), dim.as_str(), v.as_str())))
+                        .flatten()
+                        .copied()
+                        .collect();
+                    found.sort_unstable();
+                    found
+                })
+                .min_by_key(Vec::len)
+                .unwrap_or_else(|| (0..list.len()).collect());
+
+            // daily sums in a fixed order (points arrive sorted by day, connector and
+            // dimensions), so the same points always give the same bits: a parallel group-by
+            // would add in a varying order and re-scoring unchanged data would change digits
+            let mut daily = Series::new();
             let mut span_list = Spans::new();
             let mut run_map: BTreeMap<NaiveDate, BTreeSet<i64>> = BTreeMap::new();
-            for p in by_metric
-                .get(metric.as_str())
+            for p in candidates
                 .into_iter()
-                .flatten()
+                .map(|i| list[i])
                 .filter(|p| matches(p, filter))
             {
                 run_map.entry(p.period_end).or_default().insert(p.run_id);
                 if p.period_end > p.day {
                     span_list.push((p.day, p.period_end, p.value));
+                } else {
+                    *daily.entry(p.day).or_insert(0.0) += p.value;
                 }
             }
             if !span_list.is_empty() {
                 spans.insert(key(metric, filter), span_list);
             }
             runs.insert(key(metric, filter), run_map);
-        }
-
-        // daily sums in a fixed order (points arrive sorted by day, connector and
-        // dimensions), so the same points always give the same bits: a parallel group-by would
-        // add in a varying order and make re-scoring unchanged data change the last digits
-        let mut series = HashMap::new();
-        for (metric, filter) in wanted {
-            let mut map = Series::new();
-            for p in by_metric.get(metric.as_str()).into_iter().flatten() {
-                if p.period_end <= p.day && matches(p, filter) {
-                    *map.entry(p.day).or_insert(0.0) += p.value;
-                }
-            }
-            series.insert(key(metric, filter), map);
+            series.insert(key(metric, filter), daily);
         }
         SeriesSet {
             series,
