@@ -870,6 +870,7 @@ async fn sqlite_replace_points(
     let written = sqlx::query(
         "INSERT INTO metric_points (connector, metric, day, period_end, dimensions, value, run_id) \
          SELECT $1, metric, day, period_end, dimensions, value, $2 FROM staging_points WHERE true \
+         ORDER BY metric, day, dimensions \
          ON CONFLICT (connector, metric, day, dimensions) DO UPDATE \
          SET value = excluded.value, period_end = excluded.period_end, run_id = excluded.run_id \
          WHERE abs(metric_points.value - excluded.value) > 1e-12 * abs(excluded.value) \
