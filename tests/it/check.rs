@@ -82,7 +82,8 @@ fn every_kr_problem_is_reported_even_when_the_period_is_wrong() {
     std::fs::write(
         dir.path().join("config/okrs/zz_more.toml"),
         "[[objective]]\nid = \"more\"\ntitle = \"More\"\nperiod = \"2026-Q4\"\n\
-         [[objective.key_result]]\nid = \"cpa-down\"\ntitle = \"Twice\"\nmetric = \"cpa\"\ntarget = 1\n\
+         [[objective.key_result]]\nid = \"cpa-down\"\ntitle = \"Twice\"\n\
+         metric = \"cpa\"\ntarget = 1\n\
          weight = 0\nstart = \"2026-10-01\"\ndays = 100000000\n",
     )
     .unwrap();

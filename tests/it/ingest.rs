@@ -212,7 +212,8 @@ fn quirk_project(connector: &str, file: &str) -> tempfile::TempDir {
     let dir = project(&[
         (
             "config/metrics.toml",
-            "[sessions]\nkind = \"counter\"\n[clicks]\nkind = \"counter\"\n[spend]\nkind = \"counter\"\n\
+            "[sessions]\nkind = \"counter\"\n[clicks]\nkind = \"counter\"\n\
+             [spend]\nkind = \"counter\"\n\
              [impressions]\nkind = \"counter\"\n",
         ),
         ("connectors/quirk.toml", connector),

@@ -728,7 +728,8 @@ fn line_numbers_count_quoted_newlines_blank_lines_and_every_line_ending() {
         (
             "connectors/source.toml",
             "type = \"csv\"\npath = \"data/*.csv\"\n[date]\ncolumn = \"Day\"\n\
-             [dimensions]\ncampaign = \"Campaign\"\n[[metrics]]\nname = \"clicks\"\ncolumn = \"Clicks\"\n",
+             [dimensions]\ncampaign = \"Campaign\"\n\
+             [[metrics]]\nname = \"clicks\"\ncolumn = \"Clicks\"\n",
         ),
         (
             "data/a_crlf.csv",

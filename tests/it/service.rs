@@ -12,7 +12,8 @@ const METRICS: &str = "[leads]\nkind = \"counter\"\n";
 
 fn connector(schedule: &str) -> String {
     format!(
-        "type = \"csv\"\npath = \"data/leads.csv\"\nschedule = \"{schedule}\"\n[date]\ncolumn = \"Day\"\n\
+        "type = \"csv\"\npath = \"data/leads.csv\"\nschedule = \"{schedule}\"\n\
+         [date]\ncolumn = \"Day\"\n\
          [dimensions]\nchannel = \"Channel\"\n[[metrics]]\nname = \"leads\"\ncolumn = \"Leads\"\n"
     )
 }
