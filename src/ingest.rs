@@ -13,7 +13,7 @@ use crate::project::Project;
 use crate::store::{RunRecord, Store};
 
 /// How one connector run ended.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RunOutcome {
     pub connector: String,
     pub run_id: i64,
@@ -89,15 +89,8 @@ pub async fn sync_connector(
         warn!(connector = %connector.name, "{message}");
         return Ok(RunOutcome {
             connector: connector.name.clone(),
-            run_id: 0,
-            succeeded: false,
-            rows_read: 0,
-            rows_loaded: 0,
-            rows_rejected: 0,
-            points_written: 0,
-            points_deleted: 0,
-            changed_from: None,
             error: Some(message),
+            ..RunOutcome::default()
         });
     };
     let run_id = store.start_ingest_run(&connector.name, trigger).await?;
@@ -137,14 +130,7 @@ async fn sync_run(
         let mut outcome = RunOutcome {
             connector: connector.name.clone(),
             run_id,
-            succeeded: false,
-            rows_read: 0,
-            rows_loaded: 0,
-            rows_rejected: 0,
-            points_written: 0,
-            points_deleted: 0,
-            changed_from: None,
-            error: None,
+            ..RunOutcome::default()
         };
 
         let extract = match extract(project, connector, cancel).await {

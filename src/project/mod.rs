@@ -55,6 +55,8 @@ impl Project {
         });
         let default_tz = settings.scoring.timezone.clone();
         let mut hasher = Sha256::new();
+        // the default time zone shapes objective windows too
+        hasher.update(default_tz.as_bytes());
 
         let catalogue = load_catalogue(root, &mut problems, &mut hasher);
         let connectors =

@@ -57,10 +57,18 @@ pub async fn run(
     let _guard = span.enter();
     let started = std::time::Instant::now();
 
-    store
-        .sync_definitions(&definitions(project))
+    // the definitions change only with the files: skip the upserts when the last pass used
+    // the same ones (a service scores after every sync)
+    let synced = store
+        .last_definition_hash()
         .await
-        .context("cannot sync OKR definitions")?;
+        .context("cannot read scoring runs")?;
+    if synced.as_deref() != Some(project.definition_hash.as_str()) {
+        store
+            .sync_definitions(&definitions(project))
+            .await
+            .context("cannot sync OKR definitions")?;
+    }
     let run_id = store
         .start_scoring_run(trigger, first, last, &project.definition_hash)
         .await

@@ -475,6 +475,13 @@ impl Store {
         })
     }
 
+    /// The definition hash of the newest successful scoring pass.
+    pub async fn last_definition_hash(&self) -> sqlx::Result<Option<String>> {
+        let sql = "SELECT definition_hash FROM scoring_runs WHERE status = 'succeeded' \
+                   ORDER BY id DESC LIMIT 1";
+        on_pool!(self, pool => sqlx::query_scalar(sql).fetch_optional(pool).await)
+    }
+
     /// Records the start of a scoring pass.
     pub async fn start_scoring_run(
         &self,

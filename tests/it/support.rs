@@ -79,10 +79,9 @@ impl TestDb {
     pub async fn scalar(&self, sql: &str) -> i64 {
         let store = self.store().await;
         let sql = sqlx::AssertSqlSafe(sql.to_string());
-        let value = match &store {
-            Store::Sqlite(pool) => sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await,
-            Store::Postgres(pool) => sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await,
-        };
+        let value = on_both_pools!(&store, pool => {
+            sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await
+        });
         store.close().await;
         value.unwrap_or_else(|err| panic!("query failed: {err}"))
     }
@@ -92,30 +91,28 @@ impl TestDb {
         use sqlx::Row;
         let store = self.store().await;
         let sql = sqlx::AssertSqlSafe(sql.to_string());
-        let rows = match &store {
-            Store::Sqlite(pool) => sqlx::query(sql).fetch_all(pool).await.map(|rows| {
+        let rows = on_both_pools!(&store, pool => {
+            sqlx::query(sql).fetch_all(pool).await.map(|rows| {
                 rows.iter()
-                    .map(|r| {
-                        (0..r.len())
-                            .map(|i| r.get::<Option<String>, _>(i))
-                            .collect()
-                    })
+                    .map(|r| (0..r.len()).map(|i| r.get::<Option<String>, _>(i)).collect())
                     .collect()
-            }),
-            Store::Postgres(pool) => sqlx::query(sql).fetch_all(pool).await.map(|rows| {
-                rows.iter()
-                    .map(|r| {
-                        (0..r.len())
-                            .map(|i| r.get::<Option<String>, _>(i))
-                            .collect()
-                    })
-                    .collect()
-            }),
-        };
+            })
+        });
         store.close().await;
         rows.unwrap_or_else(|err| panic!("query failed: {err}"))
     }
 }
+
+/// The same code on whichever pool a store holds.
+macro_rules! on_both_pools {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            Store::Sqlite($pool) => $body,
+            Store::Postgres($pool) => $body,
+        }
+    };
+}
+use on_both_pools;
 
 impl Drop for TestDb {
     fn drop(&mut self) {
