@@ -51,6 +51,13 @@ pub enum Command {
     Sync {
         /// Connector names (file names in connectors/ without .toml).
         connectors: Vec<String>,
+        /// HTTP connectors with a [window]: fetch these days instead of the incremental
+        /// window (a backfill or a re-fetch).
+        #[arg(long, requires = "to")]
+        from: Option<NaiveDate>,
+        /// Last day to fetch, with --from.
+        #[arg(long, requires = "from")]
+        to: Option<NaiveDate>,
     },
     /// Score every KR for a day or a range of days.
     Score {
@@ -87,6 +94,13 @@ pub enum Command {
         /// How many points to show.
         #[arg(long, default_value_t = 20)]
         rows: usize,
+        /// HTTP connectors with a [window]: fetch these days (default: what the next run
+        /// would fetch).
+        #[arg(long, requires = "to")]
+        from: Option<NaiveDate>,
+        /// Last day to fetch, with --from.
+        #[arg(long, requires = "from")]
+        to: Option<NaiveDate>,
     },
 }
 
@@ -141,8 +155,14 @@ async fn execute(cli: Cli) -> ExitCode {
     if let Command::Check = cli.command {
         return check(&project);
     }
-    if let Command::Preview { connector, rows } = &cli.command {
-        return preview(&project, connector, *rows).await;
+    if let Command::Preview {
+        connector,
+        rows,
+        from,
+        to,
+    } = &cli.command
+    {
+        return preview(&project, connector, *rows, from.zip(*to)).await;
     }
 
     let url = project.database_url();
@@ -162,7 +182,11 @@ async fn execute(cli: Cli) -> ExitCode {
                 serve(&cli.project_dir, project, store.clone()).await
             }
         }
-        Command::Sync { connectors } => sync(&project, &store, &connectors).await,
+        Command::Sync {
+            connectors,
+            from,
+            to,
+        } => sync(&project, &store, &connectors, from.zip(to)).await,
         Command::Score { as_of, from, to } => score(&project, &store, as_of, from, to).await,
         Command::Status { as_of } => show_status(&project, &store, as_of).await,
         Command::Review { period, as_of } => review(&project, &store, &period, as_of).await,
@@ -193,7 +217,12 @@ fn check(project: &Project) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn preview(project: &Project, name: &str, rows: usize) -> ExitCode {
+async fn preview(
+    project: &Project,
+    name: &str,
+    rows: usize,
+    range: Option<(NaiveDate, NaiveDate)>,
+) -> ExitCode {
     let Some(connector) = project.connector(name) else {
         let names = project.connectors.iter().map(|c| c.name.as_str());
         eprintln!(
@@ -202,7 +231,14 @@ async fn preview(project: &Project, name: &str, rows: usize) -> ExitCode {
         );
         return ExitCode::from(BAD_CONFIG);
     };
-    let extract = match ingest::extract(project, connector, &Default::default()).await {
+    if let Some((from, to)) = range
+        && from > to
+    {
+        eprintln!("error: --from {from} is after --to {to}");
+        return ExitCode::from(BAD_CONFIG);
+    }
+    let fetch = preview_fetch(project, connector, range).await;
+    let extract = match ingest::extract(project, connector, &Default::default(), fetch).await {
         Ok(extract) => extract,
         Err(err) => {
             eprintln!("error: {}", describe(&err));
@@ -286,7 +322,12 @@ async fn preview(project: &Project, name: &str, rows: usize) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn sync(project: &Project, store: &Store, names: &[String]) -> anyhow::Result<ExitCode> {
+async fn sync(
+    project: &Project,
+    store: &Store,
+    names: &[String],
+    range: Option<(NaiveDate, NaiveDate)>,
+) -> anyhow::Result<ExitCode> {
     for name in names {
         if project.connector(name).is_none() {
             let known = project.connectors.iter().map(|c| c.name.as_str());
@@ -297,9 +338,43 @@ async fn sync(project: &Project, store: &Store, names: &[String]) -> anyhow::Res
             return Ok(ExitCode::from(BAD_CONFIG));
         }
     }
-    let outcomes = ingest::sync(project, store, names, "manual").await?;
+    if let Some((from, to)) = range
+        && from > to
+    {
+        eprintln!("error: --from {from} is after --to {to}");
+        return Ok(ExitCode::from(BAD_CONFIG));
+    }
+    let outcomes = ingest::sync(project, store, names, "manual", range).await?;
     ingest::rescore_restated(project, store, &outcomes).await?;
     Ok(report_runs(&outcomes))
+}
+
+/// What a preview asks a dated source for: the range given, else what the next run would
+/// fetch (the position is read only from a database that already exists).
+async fn preview_fetch(
+    project: &Project,
+    connector: &crate::connector::Connector,
+    range: Option<(NaiveDate, NaiveDate)>,
+) -> crate::connector::Fetch {
+    let mut fetch = crate::connector::Fetch {
+        position: None,
+        range,
+    };
+    if range.is_some() || !connector.is_incremental() {
+        return fetch;
+    }
+    let url = project.database_url();
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let file = path.split('?').next().unwrap_or_default();
+        if !std::path::Path::new(file).is_file() {
+            return fetch;
+        }
+    }
+    if let Ok(store) = Store::connect(&url, 1).await {
+        fetch.position = store.last_loaded_day(&connector.name).await.ok().flatten();
+        store.close().await;
+    }
+    fetch
 }
 
 fn report_runs(outcomes: &[ingest::RunOutcome]) -> ExitCode {
@@ -432,7 +507,7 @@ async fn run_once(
     store: &Store,
     as_of: Option<NaiveDate>,
 ) -> anyhow::Result<ExitCode> {
-    let outcomes = ingest::sync(project, store, &[], "run_once").await?;
+    let outcomes = ingest::sync(project, store, &[], "run_once", None).await?;
     ingest::rescore_restated(project, store, &outcomes).await?;
     let code = report_runs(&outcomes);
     let day = as_of.unwrap_or_else(|| scoring::today(project));

@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::connector::{Cancel, Connector, Extract};
+use chrono::NaiveDate;
+
+use crate::connector::{Cancel, Connector, Extract, Fetch};
 use crate::project::Project;
 use crate::store::{RunRecord, Store};
 
@@ -28,20 +30,36 @@ pub struct RunOutcome {
     pub error: Option<String>,
 }
 
-/// Runs the named connectors (all when `names` is empty) one after another.
+/// Runs the named connectors (all when `names` is empty) one after another. `range` asks
+/// dated sources (HTTP with a window) for these days instead of their incremental window.
 pub async fn sync(
     project: &Project,
     store: &Store,
     names: &[String],
     trigger: &str,
+    range: Option<(NaiveDate, NaiveDate)>,
 ) -> anyhow::Result<Vec<RunOutcome>> {
     let mut outcomes = Vec::new();
     for connector in &project.connectors {
         if names.is_empty() || names.contains(&connector.name) {
-            outcomes.push(sync_connector(project, store, connector, trigger).await?);
+            outcomes.push(sync_connector(project, store, connector, trigger, range).await?);
         }
     }
     Ok(outcomes)
+}
+
+/// What a run of `connector` asks its source for: the stored position, or `range`.
+pub async fn fetch_for(
+    store: &Store,
+    connector: &Connector,
+    range: Option<(NaiveDate, NaiveDate)>,
+) -> anyhow::Result<Fetch> {
+    let position = if connector.is_incremental() && range.is_none() {
+        store.last_loaded_day(&connector.name).await?
+    } else {
+        None
+    };
+    Ok(Fetch { position, range })
 }
 
 /// Re-scores the stored as-of days that the runs' changed points fall into.
@@ -61,6 +79,7 @@ pub async fn extract(
     project: &Project,
     connector: &Connector,
     cancel: &Cancel,
+    fetch: Fetch,
 ) -> anyhow::Result<Extract> {
     let root = project.root.clone();
     let connector = connector.clone();
@@ -68,7 +87,7 @@ pub async fn extract(
     let span = tracing::Span::current();
     let result = tokio::task::spawn_blocking(move || {
         let _guard = span.enter();
-        connector.extract_cancellable(&root, &cancel)
+        connector.extract_with(&root, &cancel, fetch)
     })
     .await?;
     Ok(result?)
@@ -80,6 +99,7 @@ pub async fn sync_connector(
     store: &Store,
     connector: &Connector,
     trigger: &str,
+    range: Option<(NaiveDate, NaiveDate)>,
 ) -> anyhow::Result<RunOutcome> {
     let Some(lock) = crate::service::claims::lock_task(store, &connector.name).await? else {
         let message = format!(
@@ -94,7 +114,7 @@ pub async fn sync_connector(
         });
     };
     let run_id = store.start_ingest_run(&connector.name, trigger).await?;
-    let outcome = sync_run(project, store, connector, run_id, &Cancel::default()).await;
+    let outcome = sync_run(project, store, connector, run_id, &Cancel::default(), range).await;
     lock.release().await;
     outcome
 }
@@ -114,7 +134,7 @@ pub async fn sync_connector_scheduled(
         .start_scheduled_run(&connector.name, "schedule", Some(due), Some(replica))
         .await?;
     *slot.lock().expect("run id lock") = Some(run_id);
-    sync_run(project, store, connector, run_id, cancel).await
+    sync_run(project, store, connector, run_id, cancel, None).await
 }
 
 async fn sync_run(
@@ -123,6 +143,7 @@ async fn sync_run(
     connector: &Connector,
     run_id: i64,
     cancel: &Cancel,
+    range: Option<(NaiveDate, NaiveDate)>,
 ) -> anyhow::Result<RunOutcome> {
     let span = info_span!("ingest", connector = %connector.name, run_id);
     async move {
@@ -133,7 +154,11 @@ async fn sync_run(
             ..RunOutcome::default()
         };
 
-        let extract = match extract(project, connector, cancel).await {
+        let fetched = match fetch_for(store, connector, range).await {
+            Ok(fetch) => extract(project, connector, cancel, fetch).await,
+            Err(err) => Err(err),
+        };
+        let extract = match fetched {
             Ok(extract) => extract,
             Err(err) => {
                 let message = format!("{err:#}");

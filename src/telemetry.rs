@@ -14,9 +14,16 @@ pub fn init(settings: &LogSettings, verbose: bool) {
     } else {
         settings.level.as_str()
     };
-    let filter = EnvFilter::try_from_default_env()
+    let mut filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(default_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // the HTTP stack logs full addresses and headers at debug and trace, and those carry
+    // API keys and tokens: it stays silent at every level
+    for target in ["reqwest", "hyper", "hyper_util", "h2", "rustls", "tower"] {
+        if let Ok(directive) = format!("{target}=off").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -6,6 +6,7 @@
 //! [`ConnectorKind`] and [`KINDS`].
 
 pub mod csv;
+pub mod http;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -60,6 +61,11 @@ pub struct Extract {
     pub sources: Vec<String>,
     /// Things an analyst should know that did not stop the run.
     pub warnings: Vec<String>,
+    /// What the source said about every number of the run: `sampled`, `thresholded`,
+    /// `rolled_up` (stored on the points, shown on the scores that use them).
+    pub flags: BTreeSet<String>,
+    /// The days an HTTP source was asked for.
+    pub window: Option<(NaiveDate, NaiveDate)>,
 }
 
 /// Why a connector run produced nothing.
@@ -104,25 +110,48 @@ impl Cancel {
     }
 }
 
+/// Which days a run asks a dated source (an HTTP API) for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Fetch {
+    /// The last day a committed run of this connector covered.
+    pub position: Option<NaiveDate>,
+    /// Days asked for explicitly (`sync --from --to`), instead of the incremental window.
+    pub range: Option<(NaiveDate, NaiveDate)>,
+}
+
+/// What a run gives a source.
+pub struct RunContext<'a> {
+    pub project_dir: &'a Path,
+    pub timezone: chrono_tz::Tz,
+    pub cancel: &'a Cancel,
+    pub fetch: Fetch,
+    /// What the connector is called, for messages and report names.
+    pub name: &'a str,
+}
+
 /// What every connector kind provides.
 pub trait Source {
     /// Reads the source and returns its points. Blocking: call it off the async runtime, and
     /// check `cancel` now and then.
-    fn extract(
-        &self,
-        project_dir: &Path,
-        timezone: chrono_tz::Tz,
-        cancel: &Cancel,
-    ) -> Result<Extract, ConnectorError>;
+    fn extract(&self, ctx: &RunContext) -> Result<Extract, ConnectorError>;
 }
 
 /// The connector kinds krscore knows, by their `type` name.
-pub const KINDS: &[&str] = &["csv"];
+pub const KINDS: &[&str] = &[
+    "csv",
+    "http",
+    "ga4",
+    "yandex_metrica",
+    "yandex_direct",
+    "google_sheets",
+];
 
 /// A connector's kind-specific configuration.
 #[derive(Debug, Clone)]
 pub enum ConnectorKind {
-    Csv(csv::CsvConfig),
+    Csv(Box<csv::CsvConfig>),
+    /// `http` and every preset, expanded.
+    Http(Box<http::HttpConfig>),
 }
 
 /// A validated connector.
@@ -139,62 +168,78 @@ pub struct Connector {
 impl Connector {
     pub fn source(&self) -> &dyn Source {
         match &self.kind {
-            ConnectorKind::Csv(config) => config,
+            ConnectorKind::Csv(config) => config.as_ref(),
+            ConnectorKind::Http(config) => config.as_ref(),
+        }
+    }
+
+    /// The table part of the configuration: columns, dimensions and metrics.
+    pub fn table(&self) -> &csv::CsvConfig {
+        match &self.kind {
+            ConnectorKind::Csv(config) => config.as_ref(),
+            ConnectorKind::Http(config) => &config.table,
         }
     }
 
     /// Metric names this connector writes.
     pub fn metric_names(&self) -> BTreeSet<String> {
-        match &self.kind {
-            ConnectorKind::Csv(config) => config.metrics.iter().map(|m| m.name.clone()).collect(),
-        }
+        self.table()
+            .metrics
+            .iter()
+            .map(|m| m.name.clone())
+            .collect()
     }
 
     /// Dimension names its points carry.
     pub fn dimension_names(&self) -> BTreeSet<String> {
-        match &self.kind {
-            ConnectorKind::Csv(config) => config
-                .dimensions
-                .keys()
-                .chain(config.constants.keys())
-                .cloned()
-                .collect(),
-        }
+        let table = self.table();
+        table
+            .dimensions
+            .keys()
+            .chain(table.constants.keys())
+            .cloned()
+            .collect()
     }
 
     /// The connector's schedule line, if it runs on one.
     pub fn schedule(&self) -> Option<&str> {
-        match &self.kind {
-            ConnectorKind::Csv(config) => {
-                config.schedule.as_deref().filter(|s| !s.trim().is_empty())
-            }
-        }
+        self.table()
+            .schedule
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
     }
 
     /// Days without new data after which KRs on this connector's metrics are stale.
     pub fn stale_after_days(&self) -> Option<u32> {
-        match &self.kind {
-            ConnectorKind::Csv(config) => config.stale_after_days,
-        }
+        self.table().stale_after_days
     }
 
     /// Dimensions read from columns (their values vary from row to row).
     pub fn varying_dimensions(&self) -> BTreeSet<String> {
-        match &self.kind {
-            ConnectorKind::Csv(config) => config.dimensions.keys().cloned().collect(),
-        }
+        self.table().dimensions.keys().cloned().collect()
+    }
+
+    /// Whether runs ask the source for a window of days (and so keep a position).
+    pub fn is_incremental(&self) -> bool {
+        matches!(&self.kind, ConnectorKind::Http(config) if config.window.is_some())
     }
 
     pub fn extract(&self, project_dir: &Path) -> Result<Extract, ConnectorError> {
-        self.source()
-            .extract(project_dir, self.timezone, &Cancel::default())
+        self.extract_with(project_dir, &Cancel::default(), Fetch::default())
     }
 
-    pub fn extract_cancellable(
+    pub fn extract_with(
         &self,
         project_dir: &Path,
         cancel: &Cancel,
+        fetch: Fetch,
     ) -> Result<Extract, ConnectorError> {
-        self.source().extract(project_dir, self.timezone, cancel)
+        self.source().extract(&RunContext {
+            project_dir,
+            timezone: self.timezone,
+            cancel,
+            fetch,
+            name: &self.name,
+        })
     }
 }

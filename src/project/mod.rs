@@ -4,6 +4,7 @@
 //! To check something new, add it to the `check_*` function of the file it concerns and
 //! locate it with [`TomlFile::problem`] so the message names file, line and field.
 
+mod http_check;
 pub mod okr_check;
 pub mod problem;
 pub mod toml_file;
@@ -13,7 +14,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::connector::csv::{CsvConfig, DateFormat, parse_delimiter};
+use crate::connector::csv::{CsvConfig, DateFormat, MetricColumn, parse_delimiter};
+use crate::connector::http::HttpConfig;
 use crate::connector::{Connector, ConnectorKind, KINDS};
 use crate::metrics::{Catalogue, Formula, Metric, MetricKind, RawKind, RawMetric, Rollup};
 use crate::okr::{KeyResult, Objective, Period, RawOkrFile, Window};
@@ -266,17 +268,7 @@ fn load_connectors(
             Some("csv") => {
                 let (mut config, mut found) = file.deserialize_lenient::<CsvConfig>();
                 if let Some(config) = &mut config {
-                    config.counters = config
-                        .metrics
-                        .iter()
-                        .filter(|m| {
-                            matches!(
-                                catalogue.get(&m.name).map(|c| &c.kind),
-                                Some(MetricKind::Counter)
-                            )
-                        })
-                        .map(|m| m.name.clone())
-                        .collect();
+                    config.counters = counters(catalogue, &config.metrics);
                 }
                 let clean = found.is_empty();
                 problems.append(&mut found);
@@ -288,8 +280,43 @@ fn load_connectors(
                         name: name.clone(),
                         file: shown.display().to_string(),
                         timezone: tz,
-                        kind: ConnectorKind::Csv(config),
+                        kind: ConnectorKind::Csv(Box::new(config)),
                     })
+                })
+            }
+            Some(
+                kind @ ("http" | "ga4" | "yandex_metrica" | "yandex_direct" | "google_sheets"),
+            ) => {
+                let (config, clean) = match http_config(&file, kind, &name, problems) {
+                    Some((config, clean)) => (config, clean),
+                    None => continue,
+                };
+                let mut config = config;
+                config.prepare();
+                config.table.counters = counters(catalogue, &config.table.metrics);
+                let preset = kind != "http" && kind != "google_sheets";
+                let metric_path = |i: usize, name: &str| {
+                    if preset {
+                        KeyPath::root().key("metrics").key(name)
+                    } else {
+                        KeyPath::root().key("metrics").index(i)
+                    }
+                };
+                let before = problems.len();
+                let tz = check_table(
+                    &file,
+                    &config.table,
+                    catalogue,
+                    default_tz,
+                    problems,
+                    &metric_path,
+                );
+                http_check::check(&file, &config, kind, root, problems, warnings);
+                (clean && problems.len() == before).then(|| Connector {
+                    name: name.clone(),
+                    file: shown.display().to_string(),
+                    timezone: tz.unwrap_or(chrono_tz::UTC),
+                    kind: ConnectorKind::Http(Box::new(config)),
                 })
             }
             Some(other) => {
@@ -309,6 +336,60 @@ fn load_connectors(
     connectors
 }
 
+/// The counters among a connector's metrics (their totals rows are checked).
+fn counters(catalogue: &Catalogue, metrics: &[MetricColumn]) -> BTreeSet<String> {
+    metrics
+        .iter()
+        .filter(|m| {
+            matches!(
+                catalogue.get(&m.name).map(|c| &c.kind),
+                Some(MetricKind::Counter)
+            )
+        })
+        .map(|m| m.name.clone())
+        .collect()
+}
+
+/// Reads an `http` connector or a preset, expanded to an HTTP connector; the flag says
+/// whether it read without problems.
+fn http_config(
+    file: &TomlFile,
+    kind: &str,
+    name: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<(HttpConfig, bool)> {
+    fn read<T: serde::de::DeserializeOwned>(
+        file: &TomlFile,
+        problems: &mut Vec<Problem>,
+    ) -> Option<(T, bool)> {
+        let (config, mut found) = file.deserialize_lenient::<T>();
+        let clean = found.is_empty();
+        problems.append(&mut found);
+        config.map(|c| (c, clean))
+    }
+    use crate::connector::http::presets;
+    match kind {
+        "http" => read::<HttpConfig>(file, problems),
+        "ga4" => read::<presets::Ga4Preset>(file, problems).map(|(c, ok)| (c.expand(), ok)),
+        "yandex_metrica" => {
+            read::<presets::MetricaPreset>(file, problems).map(|(c, ok)| (c.expand(), ok))
+        }
+        "yandex_direct" => {
+            read::<presets::DirectPreset>(file, problems).map(|(c, ok)| (c.expand(name), ok))
+        }
+        _ => {
+            let (config, ok) = read::<presets::SheetsPreset>(file, problems)?;
+            match config.expand() {
+                Ok(config) => Some((config, ok)),
+                Err(message) => {
+                    problems.push(file.problem(&KeyPath::root().key("url"), message));
+                    None
+                }
+            }
+        }
+    }
+}
+
 /// Checks a CSV connector; returns its time zone when it is usable.
 fn check_csv(
     file: &TomlFile,
@@ -318,6 +399,32 @@ fn check_csv(
     problems: &mut Vec<Problem>,
     warnings: &mut Vec<Problem>,
     root: &Path,
+) -> Option<chrono_tz::Tz> {
+    let before = problems.len();
+    let at = KeyPath::root();
+    if let Err(err) = glob::Pattern::new(&config.path) {
+        problems.push(file.problem(&at.key("path"), format!("bad path pattern: {err}")));
+    } else if config.files(root).map(|f| f.is_empty()).unwrap_or(false) {
+        warnings.push(file.problem(
+            &at.key("path"),
+            format!("no file matches `{}` yet", config.path),
+        ));
+    }
+    let tz = check_table(file, config, catalogue, default_tz, problems, &|i, _| {
+        at.key("metrics").index(i)
+    });
+    (problems.len() == before).then_some(tz).flatten()
+}
+
+/// Checks what every connector reading a table shares: time zone, schedule, format, date,
+/// dimensions and metrics. Returns the time zone when these are usable.
+fn check_table(
+    file: &TomlFile,
+    config: &CsvConfig,
+    catalogue: &Catalogue,
+    default_tz: &str,
+    problems: &mut Vec<Problem>,
+    metric_path: &dyn Fn(usize, &str) -> KeyPath,
 ) -> Option<chrono_tz::Tz> {
     let before = problems.len();
     let at = KeyPath::root();
@@ -405,14 +512,6 @@ fn check_csv(
     {
         problems.push(file.problem(&at.key("date").key("format"), err));
     }
-    if let Err(err) = glob::Pattern::new(&config.path) {
-        problems.push(file.problem(&at.key("path"), format!("bad path pattern: {err}")));
-    } else if config.files(root).map(|f| f.is_empty()).unwrap_or(false) {
-        warnings.push(file.problem(
-            &at.key("path"),
-            format!("no file matches `{}` yet", config.path),
-        ));
-    }
     for name in config.dimensions.keys().chain(config.constants.keys()) {
         if !valid_name(name) {
             problems.push(file.problem(
@@ -434,7 +533,7 @@ fn check_csv(
     }
     let mut seen = BTreeSet::new();
     for (i, metric) in config.metrics.iter().enumerate() {
-        let at_metric = at.key("metrics").index(i);
+        let at_metric = metric_path(i, &metric.name);
         match catalogue.get(&metric.name) {
             None if !catalogue.metrics.is_empty() => problems.push(file.problem(
                 &at_metric.key("name"),

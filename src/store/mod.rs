@@ -320,6 +320,14 @@ impl Store {
         on_pool!(self, pool => sqlx::query_scalar(sql).bind(connector).fetch_one(pool).await)
     }
 
+    /// The last day a committed run of the connector covered: where an incremental source
+    /// goes on from. It moves only with a committed run, in the same transaction as the points.
+    pub async fn last_loaded_day(&self, connector: &str) -> sqlx::Result<Option<NaiveDate>> {
+        let sql =
+            "SELECT max(last_day) FROM ingest_runs WHERE connector = $1 AND status = 'succeeded'";
+        on_pool!(self, pool => sqlx::query_scalar(sql).bind(connector).fetch_one(pool).await)
+    }
+
     /// The latest scores' pace statuses and when the newest was computed.
     pub async fn score_summary(&self) -> sqlx::Result<(Vec<(String, i64)>, Option<DateTime<Utc>>)> {
         let counts =

@@ -3,7 +3,9 @@
 
 mod check;
 mod end_to_end;
+mod http;
 mod ingest;
+mod mock;
 mod quirks;
 mod scoring;
 mod service;

@@ -21,7 +21,7 @@ use chrono::NaiveDate;
 use polars::prelude::*;
 use serde::Deserialize;
 
-use super::{Cancel, ConnectorError, Extract, Point, RejectedRow, SkippedLine, Source};
+use super::{Cancel, ConnectorError, Extract, Point, RejectedRow, RunContext, SkippedLine, Source};
 use crate::okr::{DateValue, OneOrMany};
 pub use clean::{DateFormat, day_from_number, day_number};
 use clean::{NumberLocale, Votes, number_expr, parse_number};
@@ -38,7 +38,7 @@ const RAW_KEPT: usize = 2000;
 const SKIPPED_KEPT: usize = 50;
 
 /// A `type = "csv"` connector file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CsvConfig {
     /// Always `csv` here.
@@ -103,6 +103,8 @@ pub struct CsvFormat {
 pub struct DateConfig {
     /// The column holding the date or timestamp (or the names it has had). Without one, the
     /// report covers one period: `start`/`end` below, or the period its preamble states.
+    /// `field` is the same key, for JSON answers.
+    #[serde(alias = "field")]
     pub column: Option<OneOrMany>,
     /// chrono format such as `%d.%m.%Y` or `%Y-%m-%dT%H:%M:%SZ`; detected among unambiguous
     /// formats when absent.
@@ -133,7 +135,9 @@ pub enum MissingDate {
 pub struct MetricColumn {
     /// A counter or gauge of `config/metrics.toml`.
     pub name: String,
-    /// The column holding the value (or the names it has had: `["Conversions", "Key events"]`).
+    /// The column holding the value (or the names it has had: `["Conversions", "Key events"]`);
+    /// `field` is the same key, for JSON answers.
+    #[serde(alias = "field")]
     pub column: Option<OneOrMany>,
     /// `rows`: each row counts one (for exports with a row per lead, order or answer).
     pub count: Option<String>,
@@ -185,12 +189,8 @@ pub fn parse_delimiter(text: &str) -> Option<u8> {
 }
 
 impl Source for CsvConfig {
-    fn extract(
-        &self,
-        project_dir: &Path,
-        timezone: chrono_tz::Tz,
-        cancel: &Cancel,
-    ) -> Result<Extract, ConnectorError> {
+    fn extract(&self, ctx: &RunContext) -> Result<Extract, ConnectorError> {
+        let (project_dir, timezone, cancel) = (ctx.project_dir, ctx.timezone, ctx.cancel);
         let files = self.files(project_dir).map_err(ConnectorError::Source)?;
         if files.is_empty() {
             return Err(ConnectorError::Source(format!(
@@ -206,7 +206,14 @@ impl Source for CsvConfig {
                 .unwrap_or(file)
                 .display()
                 .to_string();
-            let one = read_file(self, file, &shown, timezone, cancel)?;
+            let open =
+                || -> std::io::Result<Box<dyn Read>> { Ok(Box::new(std::fs::File::open(file)?)) };
+            let input = TableInput {
+                shown: &shown,
+                open: &open,
+                records: None,
+            };
+            let one = read_table(self, &input, timezone, cancel)?;
 
             // a later file restates the days it covers
             let overlap: BTreeSet<NaiveDate> =
@@ -235,14 +242,33 @@ impl Source for CsvConfig {
     }
 }
 
-struct FileRead {
-    points: Vec<Point>,
-    days: BTreeSet<NaiveDate>,
-    rows_read: u64,
-    rows_skipped: u64,
-    rejected: Vec<RejectedRow>,
-    skipped: Vec<SkippedLine>,
-    warnings: Vec<String>,
+/// What one table (a file or a response body) gave.
+pub struct FileRead {
+    pub points: Vec<Point>,
+    pub days: BTreeSet<NaiveDate>,
+    pub rows_read: u64,
+    pub rows_skipped: u64,
+    pub rejected: Vec<RejectedRow>,
+    pub skipped: Vec<SkippedLine>,
+    pub warnings: Vec<String>,
+}
+
+/// Where a table comes from and how its lines are named in messages.
+pub struct TableInput<'a> {
+    /// The file (relative to the project directory) or the URL, as shown to people.
+    pub shown: &'a str,
+    /// Opens the bytes from the start; called twice (the encoding, then the read).
+    pub open: &'a dyn Fn() -> std::io::Result<Box<dyn Read + 'a>>,
+    /// For a table made of JSON records: each record's location (line 2 is the first record).
+    pub records: Option<&'a [String]>,
+}
+
+/// `file:line`, or the location of the JSON record on that line.
+fn locate(shown: &str, records: Option<&[String]>, line: u64) -> String {
+    match records.and_then(|r| r.get((line as usize).wrapping_sub(2))) {
+        Some(location) => location.clone(),
+        None => format!("{shown}:{line}"),
+    }
 }
 
 fn source_err(shown: &str, message: impl std::fmt::Display) -> ConnectorError {
@@ -285,6 +311,7 @@ fn names(value: &OneOrMany) -> Vec<String> {
 struct FileState<'a> {
     config: &'a CsvConfig,
     shown: &'a str,
+    records: Option<&'a [String]>,
     columns: Columns,
     timezone: chrono_tz::Tz,
     naive_zone: chrono_tz::Tz,
@@ -333,16 +360,15 @@ impl Chunk {
     }
 }
 
-fn read_file(
+/// Reads one table: a CSV file, or a response body.
+pub fn read_table(
     config: &CsvConfig,
-    path: &Path,
-    shown: &str,
+    input: &TableInput,
     timezone: chrono_tz::Tz,
     cancel: &Cancel,
 ) -> Result<FileRead, ConnectorError> {
-    let open = || {
-        std::fs::File::open(path).map_err(|err| source_err(shown, format!("cannot read: {err}")))
-    };
+    let shown = input.shown;
+    let open = || (input.open)().map_err(|err| source_err(shown, format!("cannot read: {err}")));
     let mut warnings = Vec::new();
 
     // encoding from the first bytes
@@ -472,7 +498,7 @@ fn read_file(
         rows_skipped += 1;
         if skipped.len() < SKIPPED_KEPT {
             skipped.push(SkippedLine {
-                location: format!("{shown}:{line}"),
+                location: locate(shown, input.records, line),
                 reason: "before the header".into(),
                 text,
             });
@@ -627,6 +653,7 @@ fn read_file(
     let mut state = FileState {
         config,
         shown,
+        records: input.records,
         timezone,
         naive_zone,
         date_format,
@@ -695,7 +722,7 @@ fn read_file(
             rows_skipped += 1;
             if skipped.len() < SKIPPED_KEPT {
                 skipped.push(SkippedLine {
-                    location: format!("{shown}:{line}"),
+                    location: locate(shown, input.records, line),
                     reason: reason.into(),
                     text: raw.to_string(),
                 });
@@ -736,7 +763,7 @@ fn read_file(
 
         rows_read += 1;
         let reject = |reason: String| RejectedRow {
-            location: format!("{shown}:{line}"),
+            location: locate(shown, input.records, line),
             line: Some(line as i64),
             reason,
             raw: clip(&raw, RAW_KEPT),
@@ -1188,7 +1215,7 @@ impl FileState<'_> {
                 )
             };
             self.rejected.push(RejectedRow {
-                location: format!("{}:{line}", self.shown),
+                location: locate(self.shown, self.records, line as u64),
                 line: Some(line),
                 reason,
                 raw: clip(raws.get(row).unwrap_or_default(), RAW_KEPT),
