@@ -222,12 +222,15 @@ async fn sync_run(
         }
 
         let days: Vec<_> = extract.days.iter().copied().collect();
+        let flags = (!extract.flags.is_empty())
+            .then(|| extract.flags.iter().cloned().collect::<Vec<_>>().join(","));
         let stats = store
             .commit_ingest_run(
                 run_id,
                 &connector.name,
                 &extract.points,
                 &days,
+                flags.as_deref(),
                 &extract.rejected,
                 &record,
             )

@@ -216,15 +216,25 @@ pub fn score_kr(
             .collect::<Vec<_>>()
             .join(",")
     });
-    // TODO(#5): points a source flags as sampled or thresholded (GA4) should mark the row
-    // too; CSV exports carry no such flags, so only jumps are detected for now
-    row.flags = series.jump(
+    // what the sources said about the numbers (GA4 thresholding, Metrica sampling), then any
+    // jump in the data
+    let source = series.source_flags(&base, &kr.filter, &windows);
+    let jump = series.jump(
         &base,
         &kr.filter,
         so_far,
         settings.jump_factor,
         settings.jump_history_days,
     );
+    let mut flags: Vec<String> = Vec::new();
+    if !source.is_empty() {
+        flags.push(format!(
+            "source: {}",
+            source.into_iter().collect::<Vec<_>>().join(",")
+        ));
+    }
+    flags.extend(jump);
+    row.flags = (!flags.is_empty()).then(|| flags.join("; "));
 
     // budget: what was spent so far
     if let Some(budget) = &kr.budget

@@ -26,6 +26,8 @@ pub struct SeriesSet {
     spans: HashMap<Key, Spans>,
     /// The ingest runs that wrote each day's points.
     runs: HashMap<Key, BTreeMap<NaiveDate, BTreeSet<i64>>>,
+    /// What sources said about each day's points (`sampled`, `thresholded`).
+    flags: HashMap<Key, BTreeMap<NaiveDate, BTreeSet<String>>>,
 }
 
 fn filter_key(filter: &Filter) -> String {
@@ -70,6 +72,7 @@ impl SeriesSet {
         let mut series = HashMap::new();
         let mut spans: HashMap<Key, Spans> = HashMap::new();
         let mut runs: HashMap<Key, BTreeMap<NaiveDate, BTreeSet<i64>>> = HashMap::new();
+        let mut flags: HashMap<Key, BTreeMap<NaiveDate, BTreeSet<String>>> = HashMap::new();
         for (metric, filter) in wanted {
             let list = by_metric
                 .get(metric.as_str())
@@ -97,12 +100,19 @@ impl SeriesSet {
             let mut daily = Series::new();
             let mut span_list = Spans::new();
             let mut run_map: BTreeMap<NaiveDate, BTreeSet<i64>> = BTreeMap::new();
+            let mut flag_map: BTreeMap<NaiveDate, BTreeSet<String>> = BTreeMap::new();
             for p in candidates
                 .into_iter()
                 .map(|i| list[i])
                 .filter(|p| matches(p, filter))
             {
                 run_map.entry(p.period_end).or_default().insert(p.run_id);
+                if let Some(f) = p.flags.as_deref().filter(|f| !f.is_empty()) {
+                    flag_map
+                        .entry(p.period_end)
+                        .or_default()
+                        .extend(f.split(',').map(str::to_string));
+                }
                 if p.period_end > p.day {
                     span_list.push((p.day, p.period_end, p.value));
                 } else {
@@ -113,12 +123,16 @@ impl SeriesSet {
                 spans.insert(key(metric, filter), span_list);
             }
             runs.insert(key(metric, filter), run_map);
+            if !flag_map.is_empty() {
+                flags.insert(key(metric, filter), flag_map);
+            }
             series.insert(key(metric, filter), daily);
         }
         SeriesSet {
             series,
             spans,
             runs,
+            flags,
         }
     }
 
@@ -207,6 +221,27 @@ impl SeriesSet {
             for w in windows {
                 for (_, ids) in runs.range(w.start..=w.end) {
                     out.extend(ids);
+                }
+            }
+        }
+        out
+    }
+
+    /// What the sources said about the points in `windows` (`sampled`, `thresholded`).
+    pub fn source_flags(
+        &self,
+        metrics: &BTreeSet<String>,
+        filter: &Filter,
+        windows: &[Window],
+    ) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for m in metrics {
+            let Some(flags) = self.flags.get(&key(m, filter)) else {
+                continue;
+            };
+            for w in windows {
+                for (_, f) in flags.range(w.start..=w.end) {
+                    out.extend(f.iter().cloned());
                 }
             }
         }

@@ -49,6 +49,8 @@ pub struct StoredPoint {
     pub dimensions: Json<BTreeMap<String, String>>,
     pub value: f64,
     pub run_id: i64,
+    /// What the source said about the value (`sampled,thresholded`).
+    pub flags: Option<String>,
 }
 
 /// How a finished ingest run went.
@@ -353,13 +355,15 @@ impl Store {
         connector: &str,
         points: &[Point],
         days: &[NaiveDate],
+        flags: Option<&str>,
         rejected: &[RejectedRow],
         record: &RunRecord,
     ) -> sqlx::Result<WriteStats> {
         match self {
             Store::Sqlite(pool) => {
                 let mut tx = pool.begin().await?;
-                let stats = sqlite_replace_points(&mut tx, run_id, connector, points, days).await?;
+                let stats =
+                    sqlite_replace_points(&mut tx, run_id, connector, points, days, flags).await?;
                 insert_rejected!(&mut *tx, run_id, connector, rejected);
                 finish_run!(&mut *tx, run_id, "succeeded", record, stats, None::<String>);
                 tx.commit().await?;
@@ -367,7 +371,8 @@ impl Store {
             }
             Store::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
-                let stats = pg_replace_points(&mut tx, run_id, connector, points, days).await?;
+                let stats =
+                    pg_replace_points(&mut tx, run_id, connector, points, days, flags).await?;
                 insert_rejected!(&mut *tx, run_id, connector, rejected);
                 finish_run!(&mut *tx, run_id, "succeeded", record, stats, None::<String>);
                 tx.commit().await?;
@@ -402,7 +407,7 @@ impl Store {
     ) -> sqlx::Result<Vec<StoredPoint>> {
         let mut out = Vec::new();
         for metric in metrics {
-            let sql = "SELECT metric, day, period_end, dimensions, value, run_id \
+            let sql = "SELECT metric, day, period_end, dimensions, value, run_id, flags \
                        FROM metric_points WHERE metric = $1 AND period_end >= $2 AND day <= $3 \
                        ORDER BY day, connector, dimensions";
             let rows: Vec<StoredPoint> = on_pool!(self, pool => {
@@ -828,6 +833,7 @@ async fn sqlite_replace_points(
     connector: &str,
     points: &[Point],
     days: &[NaiveDate],
+    flags: Option<&str>,
 ) -> sqlx::Result<WriteStats> {
     sqlx::query(
         "CREATE TEMP TABLE IF NOT EXISTS staging_points \
@@ -883,17 +889,21 @@ async fn sqlite_replace_points(
     .await?
     .rows_affected();
     let written = sqlx::query(
-        "INSERT INTO metric_points (connector, metric, day, period_end, dimensions, value, run_id) \
-         SELECT $1, metric, day, period_end, dimensions, value, $2 FROM staging_points WHERE true \
-         ORDER BY metric, day, dimensions \
+        "INSERT INTO metric_points \
+         (connector, metric, day, period_end, dimensions, value, run_id, flags) \
+         SELECT $1, metric, day, period_end, dimensions, value, $2, $3 FROM staging_points \
+         WHERE true ORDER BY metric, day, dimensions \
          ON CONFLICT (connector, metric, day, dimensions) DO UPDATE \
-         SET value = excluded.value, period_end = excluded.period_end, run_id = excluded.run_id \
+         SET value = excluded.value, period_end = excluded.period_end, run_id = excluded.run_id, \
+             flags = excluded.flags \
          WHERE abs(metric_points.value - excluded.value) > 1e-12 * abs(excluded.value) \
             OR (excluded.value = 0 AND metric_points.value <> 0) \
-            OR metric_points.period_end IS NOT excluded.period_end",
+            OR metric_points.period_end IS NOT excluded.period_end \
+            OR metric_points.flags IS NOT excluded.flags",
     )
     .bind(connector)
     .bind(run_id)
+    .bind(flags)
     .execute(&mut **tx)
     .await?
     .rows_affected();
@@ -906,6 +916,7 @@ async fn pg_replace_points(
     connector: &str,
     points: &[Point],
     days: &[NaiveDate],
+    flags: Option<&str>,
 ) -> sqlx::Result<WriteStats> {
     sqlx::query(
         "CREATE TEMP TABLE staging_points \
@@ -950,16 +961,20 @@ async fn pg_replace_points(
     .await?
     .rows_affected();
     let written = sqlx::query(
-        "INSERT INTO metric_points (connector, metric, day, period_end, dimensions, value, run_id) \
-         SELECT $1, metric, day, period_end, dimensions, value, $2 FROM staging_points \
+        "INSERT INTO metric_points \
+         (connector, metric, day, period_end, dimensions, value, run_id, flags) \
+         SELECT $1, metric, day, period_end, dimensions, value, $2, $3 FROM staging_points \
          ON CONFLICT (connector, metric, day, dimensions) DO UPDATE \
-         SET value = excluded.value, period_end = excluded.period_end, run_id = excluded.run_id \
+         SET value = excluded.value, period_end = excluded.period_end, run_id = excluded.run_id, \
+             flags = excluded.flags \
          WHERE abs(metric_points.value - excluded.value) > 1e-12 * abs(excluded.value) \
             OR (excluded.value = 0 AND metric_points.value <> 0) \
-            OR metric_points.period_end IS DISTINCT FROM excluded.period_end",
+            OR metric_points.period_end IS DISTINCT FROM excluded.period_end \
+            OR metric_points.flags IS DISTINCT FROM excluded.flags",
     )
     .bind(connector)
     .bind(run_id)
+    .bind(flags)
     .execute(&mut **tx)
     .await?
     .rows_affected();

@@ -1034,3 +1034,70 @@ visits = "ym:s:visits"
         "{text}"
     );
 }
+
+/// Metrica answers with `sampled: true`: the points carry the flag and so do the scores that
+/// use them.
+async fn sampled_points_mark_the_scores_that_use_them(backend: Backend) {
+    let mock = Mock::start(|_, _| Reply::json(quirk("07_yandex_metrica_stat_v1_data.json")));
+    let db = TestDb::new(backend).await;
+    let dir = project(&[
+        ("config/metrics.toml", METRICS),
+        (
+            "connectors/metrica.toml",
+            &format!(
+                r#"
+type = "yandex_metrica"
+counter = 12345678
+token = "literal-token"
+base_url = "{}"
+start = "2024-01-01"
+timezone = "Europe/Moscow"
+[metrics]
+visits = "ym:s:visits"
+"#,
+                mock.url
+            ),
+        ),
+        (
+            "config/okrs/q1.toml",
+            r#"
+[[objective]]
+id = "traffic"
+title = "More visits"
+period = "2024-01"
+owner = "Web"
+
+[[objective.key_result]]
+id = "visits"
+title = "1 000 visits in January"
+metric = "visits"
+baseline = 0
+target = 1000
+"#,
+        ),
+    ]);
+
+    let sync = krscore(
+        dir.path(),
+        Some(&db),
+        &["sync", "--from", "2024-01-01", "--to", "2024-01-02"],
+    );
+    expect_code(&sync, 0);
+    let score = krscore(dir.path(), Some(&db), &["score", "--as-of", "2024-01-02"]);
+    expect_code(&score, 0);
+
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM metric_points WHERE flags = 'sampled'")
+            .await,
+        1
+    );
+    let flags = db
+        .rows("SELECT flags, CAST(value AS TEXT) FROM kr_scores WHERE kr_id = 'visits'")
+        .await;
+    assert_eq!(flags[0][0].as_deref(), Some("source: sampled"), "{flags:?}");
+    assert_eq!(
+        flags[0][1].as_deref().map(|v| v.parse::<f64>().unwrap()),
+        Some(422.0)
+    );
+}
+on_both!(sampled_points_mark_the_scores_that_use_them);
