@@ -187,6 +187,8 @@ async fn sync_run(
             first_day: extract.days.first().copied(),
             last_day: extract.days.last().copied(),
             sources: extract.sources.join(", "),
+            flags: (!extract.flags.is_empty())
+                .then(|| extract.flags.iter().cloned().collect::<Vec<_>>().join(",")),
         };
         outcome.rows_read = extract.rows_read;
         outcome.rows_loaded = extract.rows_loaded;
@@ -222,15 +224,12 @@ async fn sync_run(
         }
 
         let days: Vec<_> = extract.days.iter().copied().collect();
-        let flags = (!extract.flags.is_empty())
-            .then(|| extract.flags.iter().cloned().collect::<Vec<_>>().join(","));
         let stats = store
             .commit_ingest_run(
                 run_id,
                 &connector.name,
                 &extract.points,
                 &days,
-                flags.as_deref(),
                 &extract.rejected,
                 &record,
             )

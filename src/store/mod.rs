@@ -63,6 +63,8 @@ pub struct RunRecord {
     pub first_day: Option<NaiveDate>,
     pub last_day: Option<NaiveDate>,
     pub sources: String,
+    /// What the source said about every point of the run (`sampled,thresholded`).
+    pub flags: Option<String>,
 }
 
 /// What replacing a run's days changed (values equal to 12 significant digits count as
@@ -355,10 +357,10 @@ impl Store {
         connector: &str,
         points: &[Point],
         days: &[NaiveDate],
-        flags: Option<&str>,
         rejected: &[RejectedRow],
         record: &RunRecord,
     ) -> sqlx::Result<WriteStats> {
+        let flags = record.flags.as_deref();
         match self {
             Store::Sqlite(pool) => {
                 let mut tx = pool.begin().await?;
