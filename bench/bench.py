@@ -11,6 +11,7 @@ Usage: bench/run [--rows N] [--rounds N] [--smoke]
 """
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -186,6 +187,7 @@ def main() -> None:
             for tool, values in times.items():
                 results.append((tool, variant, args.rows, size_mb, statistics.median(values), rss[tool]))
         print_table(results)
+        postgres_write(work, args)
         scoring_and_idle(work, args)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -198,6 +200,60 @@ def print_table(results) -> None:
     for tool, variant, rows, size, seconds, peak in results:
         print(f"{tool:<8} {variant:<7} {rows:>10} {size:>8.1f} {seconds:>9.2f} {rows / seconds:>11,.0f} "
               f"{size / seconds:>7.1f} {peak:>8.0f} {seconds / base[variant]:>9.2f}")
+
+
+PG_URL = os.environ.get("KRSCORE_BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+
+
+def psql(url: str, *args: str) -> str:
+    done = subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-qtA", *args],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"psql failed: {' '.join(args)}\n{done.stderr}")
+    return done.stdout.strip()
+
+
+def postgres_write(work: Path, args) -> None:
+    """P3: krscore's points upsert into PostgreSQL against a plain COPY of the same rows."""
+    try:
+        psql(PG_URL, "-c", "SELECT 1")
+    except SystemExit as err:
+        print(f"\nP3 skipped: PostgreSQL is not reachable at {PG_URL} ({err})")
+        return
+    base = PG_URL.rsplit("/", 1)[0]
+    psql(PG_URL, "-c", "DROP DATABASE IF EXISTS krscore_bench")
+    psql(PG_URL, "-c", "CREATE DATABASE krscore_bench")
+    url = f"{base}/krscore_bench"
+    data = CACHE / f"ads-en-{args.rows}.csv"
+    proj = project(work, data, "en")
+    env = dict(os.environ, KRSCORE__DATABASE__URL=url, KRSCORE__LOG__FORMAT="json", RUST_LOG="info")
+
+    def sync() -> dict:
+        done = subprocess.run([str(BINARY), "-C", str(proj), "sync"], env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"krscore sync on PostgreSQL failed:\n{done.stderr[-2000:]}")
+        for line in done.stderr.splitlines():
+            if "connector run finished" in line:
+                return json.loads(line)
+        raise SystemExit(f"no run summary in the log:\n{done.stderr[-2000:]}")
+
+    first = sync()
+    again = sync()
+    dump = work / "points.copy"
+    psql(url, "-c", f"\\copy (SELECT connector, metric, day, period_end, dimensions, value, run_id FROM metric_points) TO '{dump}'")
+    psql(url, "-c", "CREATE TABLE copy_target (connector text, metric text, day date, period_end date, "
+                    "dimensions jsonb, value double precision, run_id bigint)")
+    started = time.perf_counter()
+    psql(url, "-c", f"\\copy copy_target FROM '{dump}'")
+    copy_s = time.perf_counter() - started
+    points = int(psql(url, "-c", "SELECT count(*) FROM copy_target"))
+    upsert_s = first["store_ms"] / 1000
+    again_s = again["store_ms"] / 1000
+    print(f"\nP3 {points:,} points into PostgreSQL: COPY {copy_s:.2f} s ({points / copy_s:,.0f}/s); "
+          f"krscore upsert {upsert_s:.2f} s ({points / max(upsert_s, 1e-9):,.0f}/s, "
+          f"{copy_s / max(upsert_s, 1e-9):.2f}x the COPY speed); "
+          f"re-sync of unchanged points {again_s:.2f} s")
+    psql(PG_URL, "-c", "DROP DATABASE IF EXISTS krscore_bench")
 
 
 def scoring_and_idle(work: Path, args) -> None:

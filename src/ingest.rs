@@ -158,6 +158,7 @@ async fn sync_run(
             Ok(fetch) => extract(project, connector, cancel, fetch).await,
             Err(err) => Err(err),
         };
+        let read_ms = started.elapsed().as_millis() as u64;
         let extract = match fetched {
             Ok(extract) => extract,
             Err(err) => {
@@ -224,6 +225,7 @@ async fn sync_run(
         }
 
         let days: Vec<_> = extract.days.iter().copied().collect();
+        let store_started = Instant::now();
         let stats = store
             .commit_ingest_run(
                 run_id,
@@ -249,6 +251,8 @@ async fn sync_run(
             points_changed = stats.written,
             points_deleted = stats.deleted,
             days = days.len(),
+            read_ms,
+            store_ms = store_started.elapsed().as_millis() as u64,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "connector run finished"
         );

@@ -912,6 +912,22 @@ async fn sqlite_replace_points(
     Ok(WriteStats { written, deleted })
 }
 
+/// Bytes per COPY message.
+const COPY_BUFFER: usize = 1 << 20;
+
+/// A text field of COPY's text format: backslash, tab and line breaks escaped.
+fn copy_text(out: &mut Vec<u8>, text: &str) {
+    for b in text.bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            _ => out.push(b),
+        }
+    }
+}
+
 async fn pg_replace_points(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     run_id: i64,
@@ -927,25 +943,32 @@ async fn pg_replace_points(
     )
     .execute(&mut **tx)
     .await?;
-    for chunk in points.chunks(50_000) {
-        let metrics: Vec<&str> = chunk.iter().map(|p| p.metric.as_str()).collect();
-        let day_list: Vec<NaiveDate> = chunk.iter().map(|p| p.day).collect();
-        let ends: Vec<NaiveDate> = chunk.iter().map(|p| p.until).collect();
-        let dims: Vec<String> = chunk.iter().map(dimensions_json).collect();
-        let values: Vec<f64> = chunk.iter().map(|p| p.value).collect();
-        sqlx::query(
-            "INSERT INTO staging_points (metric, day, period_end, dimensions, value) \
-             SELECT m, d, e, j::jsonb, v FROM UNNEST($1::text[], $2::date[], $3::date[], \
-             $4::text[], $5::float8[]) AS t (m, d, e, j, v)",
-        )
-        .bind(&metrics)
-        .bind(&day_list)
-        .bind(&ends)
-        .bind(&dims)
-        .bind(&values)
-        .execute(&mut **tx)
+    // COPY in text format: the fastest way into PostgreSQL, streamed in 1 MB messages
+    let mut copy = tx
+        .copy_in_raw("COPY staging_points (metric, day, period_end, dimensions, value) FROM STDIN")
         .await?;
+    let mut buffer: Vec<u8> = Vec::with_capacity(COPY_BUFFER + 4096);
+    for p in points {
+        copy_text(&mut buffer, &p.metric);
+        buffer.push(b'\t');
+        buffer.extend_from_slice(p.day.to_string().as_bytes());
+        buffer.push(b'\t');
+        buffer.extend_from_slice(p.until.to_string().as_bytes());
+        buffer.push(b'\t');
+        copy_text(&mut buffer, &dimensions_json(p));
+        buffer.push(b'\t');
+        // Display writes the shortest text that reads back as the same f64
+        buffer.extend_from_slice(p.value.to_string().as_bytes());
+        buffer.push(b'\n');
+        if buffer.len() >= COPY_BUFFER {
+            copy.send(std::mem::take(&mut buffer)).await?;
+            buffer.reserve(COPY_BUFFER + 4096);
+        }
     }
+    if !buffer.is_empty() {
+        copy.send(buffer).await?;
+    }
+    copy.finish().await?;
     sqlx::query("CREATE INDEX ON staging_points (metric, day, dimensions)")
         .execute(&mut **tx)
         .await?;
