@@ -1101,3 +1101,47 @@ target = 1000
     );
 }
 on_both!(sampled_points_mark_the_scores_that_use_them);
+
+/// Every connector file the README shows for HTTP sources passes `check` as written.
+#[test]
+fn the_readme_examples_pass_check() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let start = readme.find("### HTTP connectors").unwrap();
+    let end = start
+        + readme[start..]
+            .find("### Objectives and key results")
+            .unwrap();
+    let mut files = vec![(
+        "config/metrics.toml".to_string(),
+        [
+            "ad_clicks",
+            "ad_spend",
+            "ad_impressions",
+            "sessions",
+            "purchase_revenue",
+            "session_seconds",
+            "visits",
+            "users",
+            "brand_mentions",
+        ]
+        .iter()
+        .map(|m| format!("[{m}]\nkind = \"counter\"\n"))
+        .collect::<String>(),
+    )];
+    for (i, block) in readme[start..end].split("```toml\n").skip(1).enumerate() {
+        let text = &block[..block.find("```").unwrap()];
+        assert!(text.starts_with("type = "), "{text}");
+        files.push((format!("connectors/example_{i}.toml"), text.to_string()));
+    }
+    assert_eq!(files.len(), 6, "one generic example and four presets");
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, t)| (p.as_str(), t.as_str()))
+        .collect();
+    let dir = project(&refs);
+
+    let output = krscore(dir.path(), None, &["check"]);
+
+    let text = expect_code(&output, 0);
+    assert!(!text.contains("error"), "{text}");
+}
