@@ -280,10 +280,13 @@ async fn preview(
         entry.1 += p.value;
     }
     println!(
-        "\n{}: {} file(s), {} row(s) read, {} loaded, {} rejected, {} line(s) skipped; \
+        "\n{}: {}, {} row(s) read, {} loaded, {} rejected, {} line(s) skipped; \
          {} point(s) over {} day(s){}",
         connector.name,
-        extract.sources.len(),
+        match &connector.kind {
+            crate::connector::ConnectorKind::Csv(_) => format!("{} file(s)", extract.sources.len()),
+            crate::connector::ConnectorKind::Http(_) => extract.sources.join(", "),
+        },
         extract.rows_read,
         extract.rows_loaded,
         extract.rejected.len(),
@@ -296,10 +299,7 @@ async fn preview(
         }
     );
     for (metric, (n, sum)) in totals {
-        println!(
-            "  {metric}: {n} point(s), sum {}",
-            status::format_value(sum, None)
-        );
+        println!("  {metric}: {n} point(s), sum {}", exact(sum));
     }
     if extract.rows_skipped > 0 {
         println!(
@@ -347,6 +347,16 @@ async fn sync(
     let outcomes = ingest::sync(project, store, names, "manual", range).await?;
     ingest::rescore_restated(project, store, &outcomes).await?;
     Ok(report_runs(&outcomes))
+}
+
+/// A sum as it is, so an analyst can compare it with the source (no rounding).
+fn exact(value: f64) -> String {
+    if value.abs() >= 1e15 || (value != 0.0 && value.abs() < 1e-6) {
+        format!("{value:e}")
+    } else {
+        let text = format!("{value:.6}");
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
 }
 
 /// What a preview asks a dated source for: the range given, else what the next run would

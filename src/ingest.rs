@@ -113,6 +113,12 @@ pub async fn sync_connector(
             ..RunOutcome::default()
         });
     };
+    // a run for explicit days is a backfill: it does not move the incremental position
+    let trigger = if range.is_some() && connector.is_incremental() {
+        "backfill"
+    } else {
+        trigger
+    };
     let run_id = store.start_ingest_run(&connector.name, trigger).await?;
     let outcome = sync_run(project, store, connector, run_id, &Cancel::default(), range).await;
     lock.release().await;

@@ -361,7 +361,7 @@ fn date_format(format: &str) -> Result<(), String> {
         return Err(format!("`{format}` is not a chrono date format"));
     }
     let day = NaiveDate::from_ymd_opt(2024, 2, 9).expect("date");
-    let text = day.format(format).to_string();
+    let text = template::format_day(day, format)?;
     if !(text.contains("2024") || text.contains("24")) || !text.contains('9') {
         return Err(format!(
             "`{format}` does not write the whole date (2024-02-09 becomes `{text}`)"

@@ -370,9 +370,15 @@ fn http_config(
     use crate::connector::http::presets;
     match kind {
         "http" => read::<HttpConfig>(file, problems),
-        "ga4" => read::<presets::Ga4Preset>(file, problems).map(|(c, ok)| (c.expand(), ok)),
+        "ga4" => {
+            let (c, ok) = read::<presets::Ga4Preset>(file, problems)?;
+            let ok = ok && id_ok(file, &c.property, "property", problems);
+            Some((c.expand(), ok))
+        }
         "yandex_metrica" => {
-            read::<presets::MetricaPreset>(file, problems).map(|(c, ok)| (c.expand(), ok))
+            let (c, ok) = read::<presets::MetricaPreset>(file, problems)?;
+            let ok = ok && id_ok(file, &c.counter, "counter", problems);
+            Some((c.expand(), ok))
         }
         "yandex_direct" => {
             read::<presets::DirectPreset>(file, problems).map(|(c, ok)| (c.expand(name), ok))
@@ -388,6 +394,23 @@ fn http_config(
             }
         }
     }
+}
+
+/// A platform id must be a whole number.
+fn id_ok(
+    file: &TomlFile,
+    id: &crate::connector::http::presets::Id,
+    key: &str,
+    problems: &mut Vec<Problem>,
+) -> bool {
+    if id.is_number() {
+        return true;
+    }
+    problems.push(file.problem(
+        &KeyPath::root().key(key),
+        format!("`{id}` is not an id: write the number the platform shows, such as 12345678"),
+    ));
+    false
 }
 
 /// Checks a CSV connector; returns its time zone when it is usable.

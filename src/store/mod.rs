@@ -325,10 +325,11 @@ impl Store {
     }
 
     /// The last day a committed run of the connector covered: where an incremental source
-    /// goes on from. It moves only with a committed run, in the same transaction as the points.
+    /// goes on from. It moves only with a committed run, in the same transaction as the points;
+    /// backfills of chosen days (`sync --from --to`) do not move it.
     pub async fn last_loaded_day(&self, connector: &str) -> sqlx::Result<Option<NaiveDate>> {
-        let sql =
-            "SELECT max(last_day) FROM ingest_runs WHERE connector = $1 AND status = 'succeeded'";
+        let sql = "SELECT max(last_day) FROM ingest_runs \
+                   WHERE connector = $1 AND status = 'succeeded' AND trigger <> 'backfill'";
         on_pool!(self, pool => sqlx::query_scalar(sql).bind(connector).fetch_one(pool).await)
     }
 

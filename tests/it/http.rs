@@ -383,7 +383,10 @@ async fn direct_offline_report_is_polled_until_ready(backend: Backend) {
     assert_eq!(requests.len(), 5, "{requests:?}");
     assert!(requests.iter().all(|r| r.body == requests[0].body));
     let clicks = db
-        .rows("SELECT CAST(day AS TEXT), CAST(value AS TEXT) FROM metric_points WHERE metric = 'clicks'")
+        .rows(
+            "SELECT CAST(day AS TEXT), CAST(value AS TEXT) FROM metric_points \
+             WHERE metric = 'clicks'",
+        )
         .await;
     assert_eq!(clicks.len(), 1, "{clicks:?}");
     assert!(clicks[0][0].as_deref().unwrap().starts_with("2024-01-01"));
@@ -923,7 +926,8 @@ fn secrets_stay_out_of_preview_logs_and_rejected_rows() {
     let mock = Mock::start(|req: &Seen, _| {
         let key = req.param("api_key").unwrap();
         Reply::json(format!(
-            r#"{{"rows": [{{"day": "2024-01-01", "n": 3}}, {{"day": "2024-01-02", "n": "{key}"}}]}}"#
+            r#"{{"rows": [{{"day": "2024-01-01", "n": 3}},
+                          {{"day": "2024-01-02", "n": "{key}"}}]}}"#
         ))
     });
     let dir = http_project(&windowed(&mock.url));
@@ -1144,4 +1148,226 @@ fn the_readme_examples_pass_check() {
 
     let text = expect_code(&output, 0);
     assert!(!text.contains("error"), "{text}");
+}
+
+// ---- defects found by trying it: each must stay fixed ----
+
+#[test]
+fn an_answer_without_the_records_fails_instead_of_emptying_the_days() {
+    let mock = Mock::start(|_, _| Reply::json(r#"{"data": [{"day": "2024-01-01", "n": 1}]}"#));
+    let dir = generic(&mock.url, "", "/items");
+
+    let err = fetch(&dir, None).unwrap_err();
+
+    assert!(
+        err.contains("the answer has no `/items` (it has: data)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_field_no_record_has_fails_the_run() {
+    let mock = Mock::start(|_, _| Reply::json(r#"[{"day": "2024-01-01", "count": 1}]"#));
+    let dir = generic(&mock.url, "", "");
+
+    let err = fetch(&dir, None).unwrap_err();
+
+    assert!(
+        err.contains("no record has `n`; the first record has: count, day"),
+        "{err}"
+    );
+}
+
+#[test]
+fn numbers_as_text_with_a_decimal_comma_and_numbers_as_json() {
+    let mock = Mock::start(|_, _| {
+        Reply::json(
+            r#"[{"day": "2024-01-01", "n": "1 234,56", "x": 2.5},
+                {"day": "2024-01-02", "n": "1,5", "x": 1}]"#,
+        )
+    });
+    let dir = generic(&mock.url, "", "");
+    let e = fetch(&dir, None).unwrap();
+    assert!(close(sum(&e, "leads"), 1236.06), "{:?}", e.points);
+
+    // with a decimal comma declared, JSON numbers keep their value
+    let dir = http_project(&format!(
+        r#"
+type = "http"
+url = "{}/stats"
+[format]
+decimal = ","
+[date]
+column = "day"
+[[metrics]]
+name = "leads"
+column = "x"
+[[metrics]]
+name = "clicks"
+column = "n"
+"#,
+        mock.url
+    ));
+    let e = fetch(&dir, None).unwrap();
+    assert!(close(sum(&e, "leads"), 3.5), "{:?}", e.points);
+    assert!(close(sum(&e, "clicks"), 1236.06), "{:?}", e.points);
+}
+
+#[test]
+fn records_outside_the_asked_days_are_rejected() {
+    let mock = Mock::start(|_, _| {
+        Reply::json(r#"{"rows": [{"day": "2024-01-01", "n": 1}, {"day": "2030-01-01", "n": 5}]}"#)
+    });
+    let dir = http_project(&windowed(&mock.url).replace(
+        "auth = { query = { name = \"api_key\", value = \"${KRSCORE_TEST_API_KEY}\" } }\n",
+        "",
+    ));
+
+    let e = fetch(&dir, Some(("2024-01-01", "2024-01-02"))).unwrap();
+
+    assert!(close(sum(&e, "leads"), 1.0));
+    assert_eq!(e.rejected.len(), 1);
+    assert!(
+        e.rejected[0]
+            .reason
+            .contains("`2030-01-01` is outside the days asked for (2024-01-01..2024-01-02)"),
+        "{:?}",
+        e.rejected
+    );
+    assert_eq!(e.days.last(), Some(&day("2024-01-02")));
+}
+
+#[test]
+fn a_server_that_echoes_basic_credentials_does_not_leak_them() {
+    let mock = Mock::start(|req: &Seen, _| {
+        Reply::text(
+            400,
+            format!("bad credentials: {}", req.header("authorization").unwrap()),
+        )
+    });
+    let dir = http_project(&format!(
+        r#"
+type = "http"
+url = "{}/stats"
+auth = {{ basic = {{ user = "api", password = "Bpw:Secret3" }} }}
+[date]
+column = "day"
+[[metrics]]
+name = "leads"
+column = "n"
+"#,
+        mock.url
+    ));
+
+    let err = fetch(&dir, None).unwrap_err();
+
+    assert!(
+        err.contains("bad credentials: Basic ${basic_auth}"),
+        "{err}"
+    );
+    assert!(!err.contains("YXBpOkJwdzpTZWNyZXQz"), "{err}");
+}
+
+#[test]
+fn check_reports_formats_that_cannot_write_a_date_and_ids_that_are_not_numbers() {
+    let dir = project(&[
+        ("config/metrics.toml", METRICS),
+        (
+            "connectors/api.toml",
+            r#"
+type = "http"
+url = "http://127.0.0.1:9/stats?from={from:%H}"
+[window]
+start = "2024-01-01"
+[date]
+column = "day"
+[[metrics]]
+name = "leads"
+column = "n"
+"#,
+        ),
+        (
+            "connectors/metrica.toml",
+            r#"
+type = "yandex_metrica"
+counter = "abc"
+token = "${METRICA_TOKEN}"
+start = "2024-01-01"
+[metrics]
+visits = "ym:s:visits"
+"#,
+        ),
+    ]);
+
+    let output = krscore(dir.path(), None, &["check"]);
+
+    let text = expect_code(&output, 2);
+    assert!(text.contains("`%H` cannot write a date"), "{text}");
+    assert!(
+        text.contains("connectors/metrica.toml:3: counter: `abc` is not an id"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_backfill_of_chosen_days_does_not_skip_the_first_backfill() {
+    let mock = Mock::start(|req: &Seen, _| window_rows(req));
+    let db_dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", db_dir.path().join("x.db").display());
+    let dir = http_project(&windowed(&mock.url));
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_krscore"))
+            .arg("--project-dir")
+            .arg(dir.path())
+            .args(args)
+            .env("KRSCORE__DATABASE__URL", &url)
+            .env("KRSCORE_TEST_API_KEY", SECRET)
+            .output()
+            .unwrap()
+    };
+
+    expect_code(
+        &run(&["sync", "--from", "2024-03-01", "--to", "2024-03-05"]),
+        0,
+    );
+    expect_code(&run(&["sync"]), 0);
+
+    let requests = mock.requests();
+    assert_eq!(requests[1].param("since").as_deref(), Some("2024-01-01"));
+}
+
+#[test]
+fn a_connection_closed_mid_body_is_retried() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        for n in 0..2 {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let body = r#"[{"day": "2024-01-01", "n": 4}]"#;
+            if n == 0 {
+                // promise more than is sent, then hang up
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                            content-length: 1000\r\nconnection: close\r\n\r\n";
+                stream.write_all(head.as_bytes()).unwrap();
+                stream.write_all(&body.as_bytes()[..10]).unwrap();
+            } else {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                stream.write_all(head.as_bytes()).unwrap();
+                stream.write_all(body.as_bytes()).unwrap();
+            }
+        }
+    });
+    let dir = generic(&url, "", "");
+
+    let e = fetch(&dir, None).unwrap();
+
+    assert!(close(sum(&e, "leads"), 4.0));
+    server.join().unwrap();
 }

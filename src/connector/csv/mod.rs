@@ -36,6 +36,8 @@ const HEADER_SEARCH: usize = 1000;
 const RAW_KEPT: usize = 2000;
 /// Skipped lines kept for the preview (the count is always exact).
 const SKIPPED_KEPT: usize = 50;
+/// Reject code of a row dated outside [`CsvConfig::accept`].
+const OUTSIDE: i32 = 1_000_000;
 
 /// A `type = "csv"` connector file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -73,6 +75,9 @@ pub struct CsvConfig {
     /// against their sums.
     #[serde(skip)]
     pub counters: BTreeSet<String>,
+    /// Days outside this range are rejected (an API's answer outside the days asked for).
+    #[serde(skip)]
+    pub accept: Option<(NaiveDate, NaiveDate)>,
 }
 
 /// `[format]`
@@ -1094,6 +1099,14 @@ impl FileState<'_> {
         reason = when(col("__day").is_null())
             .then(lit(0i32))
             .otherwise(reason);
+        if let Some((from, to)) = self.config.accept {
+            let outside = col("__day")
+                .lt(lit(day_number(from)))
+                .or(col("__day").gt(lit(day_number(to))));
+            reason = when(outside.fill_null(lit(false)))
+                .then(lit(OUTSIDE))
+                .otherwise(reason);
+        }
         exprs.push(reason.alias("__reason"));
         for i in 0..self.columns.dims.len() {
             exprs.push(
@@ -1166,7 +1179,18 @@ impl FileState<'_> {
         for (row, code) in reasons.iter().enumerate() {
             let Some(code) = code else { continue };
             let line = lines.get(row).unwrap_or_default();
-            let reason = if code == 0 {
+            let reason = if code == OUTSIDE {
+                let column = self
+                    .columns
+                    .date
+                    .map(|i| self.columns.header[i].clone())
+                    .unwrap_or_default();
+                let (from, to) = self.config.accept.unwrap_or_default();
+                format!(
+                    "column `{column}`: `{}` is outside the days asked for ({from}..{to})",
+                    clip(&cell("__date".into(), row), 100)
+                )
+            } else if code == 0 {
                 let column = self
                     .columns
                     .date

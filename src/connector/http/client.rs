@@ -117,12 +117,13 @@ pub async fn send(
         let (wait, why) = match outcome {
             Attempt::Done(status, headers, body) => {
                 let code = status.as_u16();
-                if (code == 201 || code == 202)
-                    && (body.iter().all(u8::is_ascii_whitespace)
-                        || policy
-                            .poll_header
-                            .as_ref()
-                            .is_some_and(|h| headers.contains_key(h.as_str())))
+                if code == 202
+                    || code == 201
+                        && (body.iter().all(u8::is_ascii_whitespace)
+                            || policy
+                                .poll_header
+                                .as_ref()
+                                .is_some_and(|h| headers.contains_key(h.as_str())))
                 {
                     let wait = poll_wait(&headers, policy).unwrap_or(Duration::from_secs(5));
                     if started.elapsed() + wait > policy.poll_max_wait {
@@ -149,7 +150,7 @@ pub async fn send(
                         attempts,
                     });
                 }
-                let excerpt = secrets.redact(&excerpt(&body));
+                let excerpt = excerpt(&secrets.redact(&String::from_utf8_lossy(&body)));
                 let why = format!("{shown} answered {status}: {excerpt}");
                 let retry_after = retry_after(&headers);
                 let transient = code == 429
@@ -232,7 +233,12 @@ async fn once(client: &reqwest::Client, request: &Request, policy: &Policy) -> A
                 }
             }
             Ok(None) => break,
-            Err(err) => return transport(err),
+            Err(err) => {
+                return match transport(err) {
+                    Attempt::Fatal(message) => Attempt::Transient(message),
+                    other => other,
+                };
+            }
         }
     }
     if gzip {
@@ -253,7 +259,7 @@ async fn once(client: &reqwest::Client, request: &Request, policy: &Policy) -> A
 
 fn too_large(policy: &Policy) -> String {
     format!(
-        "the response is larger than the {} MB allowed ([http] max_response_mb)",
+        "the response is larger than the {} MB allowed ([request] max_response_mb)",
         policy.max_bytes / (1024 * 1024)
     )
 }
@@ -282,8 +288,11 @@ fn transport(err: reqwest::Error) -> Attempt {
     }
 }
 
-fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
+fn excerpt(body: &str) -> String {
+    let text: String = body
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if text.is_empty() {
         "(empty body)".into()

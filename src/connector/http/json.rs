@@ -25,6 +25,9 @@ impl Field {
         }
         let pointer = if rest.starts_with('/') {
             rest.to_string()
+        } else if rest.contains('/') {
+            // `../account/name`: a path below the parent
+            format!("/{rest}")
         } else {
             format!("/{}", rest.replace('~', "~0").replace('/', "~1"))
         };
@@ -77,6 +80,7 @@ pub fn records<'a>(body: &'a Value, pointer: &str) -> Result<Vec<Record<'a>>, St
         pointer[1..].split('/').collect()
     };
     let mut current: Vec<(Vec<&Value>, &Value, String)> = vec![(Vec::new(), body, String::new())];
+    let mut walked = false;
     for segment in segments {
         let mut next = Vec::new();
         for (parents, value, at) in current {
@@ -105,9 +109,26 @@ pub fn records<'a>(body: &'a Value, pointer: &str) -> Result<Vec<Record<'a>>, St
                 Value::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
                 _ => None,
             };
-            if let Some(child) = child {
-                next.push((parents, child, format!("{at}/{segment}")));
+            match child {
+                Some(child) => next.push((parents, child, format!("{at}/{segment}"))),
+                // below a `*`, an element without the array has no records
+                None if walked => {}
+                None => {
+                    return Err(format!(
+                        "the answer has no `{at}/{segment}`{}; is `records` right?",
+                        match value {
+                            Value::Object(map) => format!(
+                                " (it has: {})",
+                                map.keys().take(12).cloned().collect::<Vec<_>>().join(", ")
+                            ),
+                            other => format!(" (`{}` is {})", at, kind(other)),
+                        }
+                    ));
+                }
             }
+        }
+        if segment == "*" {
+            walked = true;
         }
         current = next;
     }
@@ -123,7 +144,7 @@ pub fn records<'a>(body: &'a Value, pointer: &str) -> Result<Vec<Record<'a>>, St
                     });
                 }
             }
-            Value::Null => {}
+            Value::Null if walked => {}
             other => {
                 return Err(format!(
                     "records: `{}` is {}, not an array",
@@ -147,9 +168,20 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
-/// A field's value as a table cell: text as is, numbers as JSON writes them, `null` and
-/// missing fields empty. Line breaks become spaces so every record stays one line.
-pub fn cell(record: &Record, field: &Field) -> String {
+/// A field's value as a table cell: text as is, numbers as JSON writes them (with a decimal
+/// comma when the connector's `[format] decimal` is `,`), `null` and missing fields empty.
+/// Line breaks become spaces so every record stays one line. The flag says whether the field
+/// exists in the record.
+pub fn cell(record: &Record, field: &Field, decimal_comma: bool) -> (String, bool) {
+    let value = lookup(record, field);
+    let text = match value {
+        Some(Value::Number(n)) if decimal_comma => n.to_string().replace('.', ","),
+        other => text(other),
+    };
+    (text, value.is_some())
+}
+
+fn lookup<'a>(record: &Record<'a>, field: &Field) -> Option<&'a Value> {
     let base = if field.ups == 0 {
         Some(record.value)
     } else {
@@ -159,8 +191,7 @@ pub fn cell(record: &Record, field: &Field) -> String {
             .checked_sub(field.ups)
             .and_then(|i| record.parents.get(i).copied())
     };
-    let value = base.and_then(|b| b.pointer(&field.pointer));
-    text(value)
+    base.and_then(|b| b.pointer(&field.pointer))
 }
 
 /// A JSON value as cell text.
@@ -198,7 +229,8 @@ mod tests {
     #[test]
     fn nested_records_and_parent_fields() {
         let body: Value = serde_json::from_str(
-            r#"{"items": [{"id": 101, "rows": [{"date": "2024-01-01", "base": {"spent": "450.50"}}]},
+            r#"{"items": [{"id": 101,
+                           "rows": [{"date": "2024-01-01", "base": {"spent": "450.50"}}]},
                           {"id": 102, "rows": []}]}"#,
         )
         .unwrap();
@@ -208,16 +240,22 @@ mod tests {
         let id = Field::parse("../id").unwrap();
         let spent = Field::parse("/base/spent").unwrap();
         let date = Field::parse("date").unwrap();
-        assert_eq!(cell(&found[0], &id), "101");
-        assert_eq!(cell(&found[0], &spent), "450.50");
-        assert_eq!(cell(&found[0], &date), "2024-01-01");
-        assert_eq!(cell(&found[0], &Field::parse("../../x").unwrap()), "");
+        assert_eq!(cell(&found[0], &id, false).0, "101");
+        assert_eq!(cell(&found[0], &spent, false).0, "450.50");
+        assert_eq!(cell(&found[0], &date, false).0, "2024-01-01");
+        let missing = cell(&found[0], &Field::parse("../../x").unwrap(), false);
+        assert_eq!(missing, (String::new(), false));
+        assert_eq!(Field::parse("../a/b").unwrap().pointer, "/a/b");
     }
 
     #[test]
     fn missing_rows_are_no_records_but_a_scalar_is_an_error() {
         let body: Value = serde_json::from_str(r#"{"rowCount": 0, "rows": 5}"#).unwrap();
-        assert!(records(&body, "/nothing").unwrap().is_empty());
+        assert!(
+            records(&body, "/nothing")
+                .unwrap_err()
+                .contains("rowCount, rows")
+        );
         assert!(records(&body, "/rows").unwrap_err().contains("a number"));
         assert!(check_records("rows").is_err());
         assert!(Field::parse("/a/*/b").is_err());

@@ -270,6 +270,7 @@ impl HttpConfig {
             constants: self.constants.clone(),
             metrics: self.metrics.clone(),
             counters: BTreeSet::new(),
+            accept: None,
         };
     }
 
@@ -400,7 +401,7 @@ impl HttpConfig {
         token: Option<&str>,
     ) -> Result<Request, String> {
         let plain = |text: &str| template::render(text, vars, secrets, Escape::None);
-        let url = plain(&self.url)?;
+        let url = template::render(&self.url, vars, secrets, Escape::Url)?;
         let mut real = url::Url::parse(&url.real)
             .map_err(|err| format!("`{}` is not a URL: {err}", secrets.redact(&url.shown)))?;
         let mut shown = url::Url::parse(&url.shown).unwrap_or_else(|_| real.clone());
@@ -551,6 +552,16 @@ impl Source for HttpConfig {
         let templates = self.templates();
         let mut secrets = Secrets::from_env(templates.iter().map(|(f, t)| (f.as_str(), *t)))
             .map_err(|m| self.fail(m))?;
+        if let Some(basic) = self.auth.as_ref().and_then(|a| a.basic.as_ref()) {
+            // a server that echoes the header would show the pair
+            use base64::Engine as _;
+            let plain = |t: &str| template::render(t, &Vars::default(), &secrets, Escape::None);
+            if let (Ok(user), Ok(password)) = (plain(&basic.user), plain(&basic.password)) {
+                let pair = format!("{}:{}", user.real, password.real);
+                let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+                secrets.add("basic_auth", encoded);
+            }
+        }
 
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -707,10 +718,10 @@ async fn fetch_pages(
                 Failure::Failed(format!(
                     "{}: the answer is not valid JSON ({err}); it starts with: {}",
                     request.shown,
-                    secrets.redact(&crate::connector::csv::clip(
-                        &String::from_utf8_lossy(&answer.body),
+                    crate::connector::csv::clip(
+                        &printable(&secrets.redact(&String::from_utf8_lossy(&answer.body))),
                         200
-                    ))
+                    )
                 ))
             })?;
             Some(value)
@@ -850,7 +861,18 @@ fn records_pointer(config: &HttpConfig) -> &str {
 }
 
 fn page_records(config: &HttpConfig, value: &Value) -> Result<usize, String> {
-    Ok(json::records(value, records_pointer(config))?.len())
+    Ok(page_record_list(config, value)?.len())
+}
+
+/// The records of a page. GA4 leaves `rows` out of an empty report.
+fn page_record_list<'a>(
+    config: &HttpConfig,
+    value: &'a Value,
+) -> Result<Vec<json::Record<'a>>, String> {
+    if matches!(config.shape, Shape::Ga4 { .. }) && value.get("rows").is_none() {
+        return Ok(Vec::new());
+    }
+    json::records(value, records_pointer(config))
 }
 
 /// Reads every page into points.
@@ -862,6 +884,7 @@ fn read_pages(
     extract: &mut Extract,
 ) -> Result<FileRead, ConnectorError> {
     let mut table = config.table.clone();
+    table.accept = window;
     if table.date.column.is_none()
         && table.date.start.is_none()
         && let Some((from, to)) = window
@@ -880,7 +903,7 @@ fn read_pages(
             delimiter: Some(",".into()),
             encoding: Some("utf-8".into()),
             skip_lines: Some(0),
-            decimal: table.format.decimal.clone().or(Some(".".into())),
+            decimal: table.format.decimal.clone(),
             thousands: table.format.thousands.clone(),
             ..CsvFormat::default()
         };
@@ -1003,6 +1026,9 @@ fn json_table(
     let mut locations = Vec::new();
     let mut zones: BTreeSet<String> = BTreeSet::new();
     let mut currencies: BTreeSet<String> = BTreeSet::new();
+    let decimal_comma = table.format.decimal.as_deref() == Some(",");
+    let mut found = vec![false; fields.len()];
+    let mut first_record: Option<Value> = None;
     for (p, page) in pages.iter().enumerate() {
         let body = page.json.as_ref().expect("JSON pages only");
         let at = |pointer: &str| format!("{} page {} {pointer}", base(&page.shown), p + 1);
@@ -1011,12 +1037,20 @@ fn json_table(
                 extract.flags.insert(flag.clone());
             }
         }
-        let records = json::records(body, records_pointer(config))
+        let records = page_record_list(config, body)
             .map_err(|m| config.fail(format!("{}: {m}", page.shown)))?;
         match &config.shape {
             Shape::Records => {
                 for record in &records {
-                    let cells: Vec<String> = fields.iter().map(|f| json::cell(record, f)).collect();
+                    if first_record.is_none() {
+                        first_record = Some(record.value.clone());
+                    }
+                    let mut cells = Vec::with_capacity(fields.len());
+                    for (i, f) in fields.iter().enumerate() {
+                        let (text, present) = json::cell(record, f, decimal_comma);
+                        found[i] |= present;
+                        cells.push(text);
+                    }
                     writer.write_record(&cells).map_err(write_err)?;
                     locations.push(at(&record.at));
                 }
@@ -1061,6 +1095,32 @@ fn json_table(
             }
         }
     }
+    // a field no record has is a mistake in the file (or the API changed): loading the
+    // rest without it would silently lose a metric or a dimension
+    if let Some(first) = &first_record {
+        let missing: Vec<&str> = names
+            .iter()
+            .zip(&found)
+            .filter(|(_, f)| !**f)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        if !missing.is_empty() {
+            let keys = match first {
+                Value::Object(map) => map.keys().cloned().collect::<Vec<_>>().join(", "),
+                other => json::text(Some(other)),
+            };
+            return Err(config.fail(format!(
+                "{}: no record has {}; the first record has: {}",
+                base(&pages[0].shown),
+                missing
+                    .iter()
+                    .map(|m| format!("`{m}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                crate::connector::csv::clip(&keys, 300)
+            )));
+        }
+    }
     if let Some(tz) = &config.timezone
         && let Some(zone) = zones.iter().find(|z| *z != tz)
     {
@@ -1082,6 +1142,19 @@ fn json_table(
         .into_inner()
         .map_err(|err| config.fail(format!("cannot build the table: {err}")))?;
     Ok((text, locations))
+}
+
+/// Text safe to store: control characters (a binary body) become `?`.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                '?'
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 fn base(shown: &str) -> &str {

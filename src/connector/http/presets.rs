@@ -26,6 +26,16 @@ pub enum Id {
     Text(String),
 }
 
+impl Id {
+    /// Whether it is a whole number, as platform ids are.
+    pub fn is_number(&self) -> bool {
+        match self {
+            Id::Number(n) => *n > 0,
+            Id::Text(t) => !t.trim().is_empty() && t.trim().chars().all(|c| c.is_ascii_digit()),
+        }
+    }
+}
+
 impl std::fmt::Display for Id {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

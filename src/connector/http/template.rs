@@ -121,14 +121,38 @@ impl Secrets {
                 continue;
             }
             let shown = format!("${{{name}}}");
-            out = out.replace(value.as_str(), &shown);
-            let encoded: String = url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
-            if encoded != *value {
-                out = out.replace(encoded.as_str(), &shown);
+            for form in forms(value) {
+                out = out.replace(form.as_str(), &shown);
             }
         }
         out
     }
+}
+
+/// A secret as a server may echo it: as is, form- and percent-encoded, JSON-escaped.
+fn forms(value: &str) -> Vec<String> {
+    let mut out = vec![value.to_string()];
+    let mut add = |form: String| {
+        if !out.contains(&form) {
+            out.push(form);
+        }
+    };
+    add(url::form_urlencoded::byte_serialize(value.as_bytes()).collect());
+    add(percent(value));
+    let json = serde_json::to_string(value).expect("a string serializes");
+    add(json[1..json.len() - 1].to_string());
+    out.sort_by_key(|f| std::cmp::Reverse(f.len()));
+    out
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986).
+pub fn percent(value: &str) -> String {
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(value, KEEP).to_string()
 }
 
 /// How substituted values are written into the text.
@@ -137,6 +161,8 @@ pub enum Escape {
     None,
     /// Inside a JSON string: `"` and `\` escaped.
     Json,
+    /// Inside a URL: secrets percent-encoded, so a `/` or a space cannot change the address.
+    Url,
 }
 
 /// A rendered template: what is sent, and what may be shown.
@@ -166,7 +192,11 @@ pub fn render(
             let value = secrets
                 .get(env.as_str())
                 .ok_or_else(|| format!("environment variable `{}` is not set", env.as_str()))?;
-            real.push_str(&escaped(value, escape));
+            let value = match escape {
+                Escape::Url => percent(value),
+                _ => escaped(value, escape),
+            };
+            real.push_str(&value);
             shown.push_str(whole.as_str());
             continue;
         }
@@ -179,7 +209,7 @@ pub fn render(
                     format!("`{{{name}}}` needs a date window: add [window] with `start`")
                 })?;
                 let format = format.unwrap_or(&vars.date_format);
-                day.format(format).to_string()
+                format_day(day, format)?
             }
             "offset" => number(vars.offset, name)?,
             "limit" => number(vars.limit, name)?,
@@ -200,6 +230,19 @@ pub fn render(
     Ok(Rendered { real, shown })
 }
 
+/// A day in a chrono format; a format that cannot write a date is an error, not a panic.
+pub fn format_day(day: NaiveDate, format: &str) -> Result<String, String> {
+    use chrono::format::{Item, StrftimeItems};
+    use std::fmt::Write as _;
+    if StrftimeItems::new(format).any(|i| matches!(i, Item::Error)) {
+        return Err(format!("`{format}` is not a chrono date format"));
+    }
+    let mut out = String::new();
+    write!(out, "{}", day.format(format))
+        .map_err(|_| format!("`{format}` cannot write a date (it asks for a time or a zone)"))?;
+    Ok(out)
+}
+
 fn number(value: Option<u64>, name: &str) -> Result<String, String> {
     value
         .map(|v| v.to_string())
@@ -208,7 +251,7 @@ fn number(value: Option<u64>, name: &str) -> Result<String, String> {
 
 fn escaped(value: &str, escape: Escape) -> String {
     match escape {
-        Escape::None => value.to_string(),
+        Escape::None | Escape::Url => value.to_string(),
         Escape::Json => {
             let quoted = serde_json::to_string(value).expect("a string serializes");
             quoted[1..quoted.len() - 1].to_string()
