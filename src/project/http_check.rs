@@ -203,6 +203,12 @@ pub fn check(
             ));
         }
     }
+    if paging.cursor_at.is_some() && paging.kind != Some(PagingKind::Cursor) {
+        warnings.push(file.problem(
+            &at_paging.key("cursor_at"),
+            "`cursor_at` is only read with kind = \"cursor\"",
+        ));
+    }
     if paging.limit == Some(0) {
         problems.push(file.problem(&at_paging.key("limit"), "limit must be at least 1"));
     }
@@ -293,6 +299,54 @@ pub fn check(
                 &at.key("auth"),
                 "give exactly one of `bearer`, `basic`, `header` or `query`",
             ));
+        }
+    }
+    // a JSON body must still be JSON once its placeholders are filled
+    if let Some(body) = &config.body
+        && body.trim_start().starts_with(['{', '['])
+    {
+        let mut secrets = template::Secrets::default();
+        for part in template::parts(body) {
+            if let Part::Env(name) = part {
+                secrets.add(&name, "secret".into());
+            }
+        }
+        if let Ok(rendered) = template::render(body, &sample, &secrets, template::Escape::Json)
+            && let Err(err) = serde_json::from_str::<serde_json::Value>(&rendered.real)
+        {
+            problems.push(file.problem(
+                &locate(kind, "body"),
+                format!("the body is not JSON once its placeholders are filled: {err}"),
+            ));
+        }
+    }
+    // a token in the file ends up in version control
+    if let Some(auth) = &config.auth {
+        let written = [
+            ("auth.bearer", auth.bearer.as_deref()),
+            (
+                "auth.basic.password",
+                auth.basic.as_ref().map(|b| b.password.as_str()),
+            ),
+            (
+                "auth.header.value",
+                auth.header.as_ref().map(|h| h.value.as_str()),
+            ),
+            (
+                "auth.query.value",
+                auth.query.as_ref().map(|q| q.value.as_str()),
+            ),
+        ];
+        for (field, value) in written {
+            if let Some(value) = value
+                && !value.contains("${")
+            {
+                warnings.push(file.problem(
+                    &locate(kind, field),
+                    "a secret written in the file ends up in version control and backups; \
+                     write `${ENV_NAME}` and set the variable",
+                ));
+            }
         }
     }
     if config.body.is_some() && config.method() == crate::connector::http::HttpMethod::Get {

@@ -714,7 +714,11 @@ async fn fetch_pages(
         tracing::debug!(url = %request.shown, page = n + 1, "fetching");
         let answer = client::send(http, &request, policy, secrets, cancel).await?;
         let json = if is_json(config, &answer.headers, &answer.body) {
-            let value: Value = serde_json::from_slice(&answer.body).map_err(|err| {
+            let text = answer
+                .body
+                .strip_prefix(b"\xef\xbb\xbf")
+                .unwrap_or(&answer.body);
+            let value: Value = serde_json::from_slice(text).map_err(|err| {
                 Failure::Failed(format!(
                     "{}: the answer is not valid JSON ({err}); it starts with: {}",
                     request.shown,
