@@ -1040,12 +1040,32 @@ impl FileState<'_> {
             chunk.raw.finish().into_column(),
         ];
         columns.extend(chunk.dims.into_iter().map(|b| b.finish().into_column()));
-        columns.extend(chunk.sources.into_iter().map(|b| b.finish().into_column()));
+        // a column whose cells are all plain numbers is parsed here in one pass; the others
+        // (currency, %, durations, placeholders, censored values) go through the full rules
+        let locales = self.locales.clone().expect("decided above");
+        let mut plain = Vec::with_capacity(chunk.sources.len());
+        for (slot, builder) in chunk.sources.into_iter().enumerate() {
+            let cells = builder.finish();
+            match clean::plain_numbers(&cells, &locales[slot]) {
+                Some(values) => {
+                    columns.push(Column::new(format!("__v{slot}").into(), values));
+                    plain.push(true);
+                }
+                None => plain.push(false),
+            }
+            columns.push(cells.into_column());
+        }
         let frame =
             DataFrame::new_infer_height(columns).map_err(frame_err(format!("{shown}: chunk")))?;
+        let number = |slot: usize| {
+            if plain[slot] {
+                (col(format!("__v{slot}")), lit(false), lit(false))
+            } else {
+                number_expr(col(format!("__c{slot}")), &locales[slot])
+            }
+        };
 
         // values, bad cells and censored cells per metric
-        let locales = self.locales.clone().expect("decided above");
         let mut exprs = Vec::new();
         let mut bads: Vec<(i32, Expr)> = Vec::new();
         for (i, metric) in self.config.metrics.iter().enumerate() {
@@ -1063,11 +1083,9 @@ impl FileState<'_> {
             let null = || lit(NULL).cast(DataType::Float64);
             let (value, censored) = match slots.value {
                 Some(slot) => {
-                    let (mut value, mut bad, censored) =
-                        number_expr(col(format!("__c{slot}")), &locales[slot]);
+                    let (mut value, mut bad, censored) = number(slot);
                     if let Some(t) = slots.times {
-                        let (factor, factor_bad, _) =
-                            number_expr(col(format!("__c{t}")), &locales[t]);
+                        let (factor, factor_bad, _) = number(t);
                         value = value * factor;
                         bads.push((1000 + i as i32, factor_bad.and(bad.clone().not())));
                     }
