@@ -214,6 +214,12 @@ impl Store {
                 // WAL with NORMAL sync cannot corrupt the file; it avoids an fsync per commit
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
+                // a big sync upserts hundreds of MB of B-tree pages: with SQLite's default 2 MB
+                // cache every insert re-reads and re-writes pages through the OS (measured: a
+                // 750k-point upsert 10.6 s, most of it system time). Pages are allocated only
+                // when used, so an idle service stays small.
+                .pragma("cache_size", "-131072")
+                .pragma("temp.cache_size", "-131072")
                 .busy_timeout(Duration::from_secs(30));
             let pool = SqlitePoolOptions::new()
                 .max_connections(max_connections.max(1))
@@ -859,15 +865,18 @@ async fn sqlite_replace_points(
         .execute(&mut **tx)
         .await?;
 
-    for chunk in points.chunks(4000) {
+    // in key order, so the staging index and then metric_points grow by appending
+    let mut rows: Vec<(&Point, String)> = points.iter().map(|p| (p, dimensions_json(p))).collect();
+    rows.sort_by(|a, b| (&a.0.metric, a.0.day, &a.1).cmp(&(&b.0.metric, b.0.day, &b.1)));
+    for chunk in rows.chunks(4000) {
         let mut builder = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "INSERT INTO staging_points (metric, day, period_end, dimensions, value) ",
         );
-        builder.push_values(chunk, |mut row, p| {
+        builder.push_values(chunk, |mut row, (p, dimensions)| {
             row.push_bind(&p.metric)
                 .push_bind(p.day)
                 .push_bind(p.until)
-                .push_bind(dimensions_json(p))
+                .push_bind(dimensions)
                 .push_bind(p.value);
         });
         builder.build().execute(&mut **tx).await?;
@@ -970,9 +979,7 @@ async fn pg_replace_points(
         copy.send(buffer).await?;
     }
     copy.finish().await?;
-    sqlx::query("CREATE INDEX ON staging_points (metric, day, dimensions)")
-        .execute(&mut **tx)
-        .await?;
+    // no index on the staging table: every statement below joins it whole, by hash
     sqlx::query("ANALYZE staging_points")
         .execute(&mut **tx)
         .await?;
@@ -986,17 +993,20 @@ async fn pg_replace_points(
     .execute(&mut **tx)
     .await?
     .rows_affected();
-    let written = sqlx::query(
-        "INSERT INTO metric_points \
-         (connector, metric, day, period_end, dimensions, value, run_id, flags) \
-         SELECT $1, metric, day, period_end, dimensions, value, $2, $3 FROM staging_points \
-         ON CONFLICT (connector, metric, day, dimensions) DO UPDATE \
-         SET value = excluded.value, period_end = excluded.period_end, run_id = excluded.run_id, \
-             flags = excluded.flags \
-         WHERE abs(metric_points.value - excluded.value) > 1e-12 * abs(excluded.value) \
-            OR (excluded.value = 0 AND metric_points.value <> 0) \
-            OR metric_points.period_end IS DISTINCT FROM excluded.period_end \
-            OR metric_points.flags IS DISTINCT FROM excluded.flags",
+    // set-based, not row by row: an update of the rows that changed and an insert of the new
+    // ones, both by hash join (measured on 750k points: 11.5 s as one INSERT .. ON CONFLICT,
+    // 6.8 + 1.5 s this way; 1.5 s instead of 11.3 s when nothing changed). The connector's run
+    // lock keeps other writers of these keys out.
+    let updated = sqlx::query(
+        "UPDATE metric_points p \
+         SET value = s.value, period_end = s.period_end, run_id = $2, flags = $3 \
+         FROM staging_points s \
+         WHERE p.connector = $1 AND p.metric = s.metric AND p.day = s.day \
+           AND p.dimensions = s.dimensions \
+           AND (abs(p.value - s.value) > 1e-12 * abs(s.value) \
+                OR (s.value = 0 AND p.value <> 0) \
+                OR p.period_end IS DISTINCT FROM s.period_end \
+                OR p.flags IS DISTINCT FROM $3)",
     )
     .bind(connector)
     .bind(run_id)
@@ -1004,5 +1014,23 @@ async fn pg_replace_points(
     .execute(&mut **tx)
     .await?
     .rows_affected();
-    Ok(WriteStats { written, deleted })
+    let inserted = sqlx::query(
+        "INSERT INTO metric_points \
+         (connector, metric, day, period_end, dimensions, value, run_id, flags) \
+         SELECT $1, s.metric, s.day, s.period_end, s.dimensions, s.value, $2, $3 \
+         FROM staging_points s \
+         WHERE NOT EXISTS (SELECT 1 FROM metric_points p WHERE p.connector = $1 \
+             AND p.metric = s.metric AND p.day = s.day AND p.dimensions = s.dimensions) \
+         ORDER BY s.metric, s.day, s.dimensions",
+    )
+    .bind(connector)
+    .bind(run_id)
+    .bind(flags)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(WriteStats {
+        written: updated + inserted,
+        deleted,
+    })
 }

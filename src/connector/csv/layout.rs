@@ -185,6 +185,13 @@ const TOTAL_PREFIXES: &[&str] = &[
 /// Whether a record is a totals or summary row: its first non-empty cell starts with a total
 /// word, or every dimension and date cell is empty while numbers follow.
 pub fn is_totals_row(first_cell: &str, keys_empty: bool, has_keys: bool) -> bool {
+    if has_keys && keys_empty {
+        return true;
+    }
+    // a date or a number cannot start a total word (and needs no lowercase copy)
+    if !first_cell.trim_start().starts_with(char::is_alphabetic) {
+        return false;
+    }
     let first = first_cell.trim().to_lowercase();
     let word_total = TOTAL_PREFIXES.iter().any(|p| {
         first.starts_with(p)
@@ -199,6 +206,9 @@ pub fn is_totals_row(first_cell: &str, keys_empty: bool, has_keys: bool) -> bool
 /// `Total rows: 3` as a number of rows, when the line says so.
 pub fn stated_row_count(cells: &[&str]) -> Option<u64> {
     let text = cells.iter().map(|c| c.trim()).find(|c| !c.is_empty())?;
+    if !text.starts_with(['t', 'T', 'в', 'В']) {
+        return None;
+    }
     let lower = text.to_lowercase();
     let rest = lower
         .strip_prefix("total rows")
