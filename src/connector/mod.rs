@@ -21,7 +21,8 @@ pub struct Point {
     /// The last day the value covers: `day` itself for daily data, later for a report that
     /// covers a whole period without a date column.
     pub until: NaiveDate,
-    pub dimensions: BTreeMap<String, String>,
+    /// Shared by the points of one row group (every metric of a day and dimension set).
+    pub dimensions: std::sync::Arc<BTreeMap<String, String>>,
     pub value: f64,
 }
 

@@ -7,7 +7,7 @@
 //! (bulk loading, JSON), each database has its own function. To add an operation, write it
 //! with `on_pool!` first and split it only where the SQL must differ.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -833,7 +833,20 @@ fn revisions_json(revisions: &[(NaiveDate, String, Option<String>)]) -> serde_js
 }
 
 fn dimensions_json(point: &Point) -> String {
-    serde_json::to_string(&point.dimensions).expect("string map serializes")
+    serde_json::to_string(&*point.dimensions).expect("string map serializes")
+}
+
+/// The dimensions of each point as JSON, written once per shared dimension set.
+fn dimension_texts(points: &[Point]) -> Vec<std::sync::Arc<str>> {
+    let mut seen: HashMap<*const BTreeMap<String, String>, std::sync::Arc<str>> = HashMap::new();
+    points
+        .iter()
+        .map(|p| {
+            seen.entry(std::sync::Arc::as_ptr(&p.dimensions))
+                .or_insert_with(|| dimensions_json(p).into())
+                .clone()
+        })
+        .collect()
 }
 
 async fn sqlite_replace_points(
@@ -866,7 +879,8 @@ async fn sqlite_replace_points(
         .await?;
 
     // in key order, so the staging index and then metric_points grow by appending
-    let mut rows: Vec<(&Point, String)> = points.iter().map(|p| (p, dimensions_json(p))).collect();
+    let mut rows: Vec<(&Point, std::sync::Arc<str>)> =
+        points.iter().zip(dimension_texts(points)).collect();
     rows.sort_by(|a, b| (&a.0.metric, a.0.day, &a.1).cmp(&(&b.0.metric, b.0.day, &b.1)));
     for chunk in rows.chunks(4000) {
         let mut builder = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
@@ -876,7 +890,7 @@ async fn sqlite_replace_points(
             row.push_bind(&p.metric)
                 .push_bind(p.day)
                 .push_bind(p.until)
-                .push_bind(dimensions)
+                .push_bind(&**dimensions)
                 .push_bind(p.value);
         });
         builder.build().execute(&mut **tx).await?;
@@ -958,14 +972,14 @@ async fn pg_replace_points(
         .copy_in_raw("COPY staging_points (metric, day, period_end, dimensions, value) FROM STDIN")
         .await?;
     let mut buffer: Vec<u8> = Vec::with_capacity(COPY_BUFFER + 4096);
-    for p in points {
+    for (p, dimensions) in points.iter().zip(dimension_texts(points)) {
         copy_text(&mut buffer, &p.metric);
         buffer.push(b'\t');
         buffer.extend_from_slice(p.day.to_string().as_bytes());
         buffer.push(b'\t');
         buffer.extend_from_slice(p.until.to_string().as_bytes());
         buffer.push(b'\t');
-        copy_text(&mut buffer, &dimensions_json(p));
+        copy_text(&mut buffer, &dimensions);
         buffer.push(b'\t');
         // Display writes the shortest text that reads back as the same f64
         buffer.extend_from_slice(p.value.to_string().as_bytes());

@@ -1338,6 +1338,7 @@ impl FileState<'_> {
             for (name, value) in &self.config.constants {
                 dimensions.insert(name.clone(), value.clone());
             }
+            let dimensions = std::sync::Arc::new(dimensions);
             for (metric, (sums, counts)) in self.config.metrics.iter().zip(&metric_cols) {
                 if counts.get(row).unwrap_or(0) == 0 {
                     continue;
