@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::mock::{Mock, Reply};
 use crate::support::*;
 
 const METRICS: &str = "[leads]\nkind = \"counter\"\n";
@@ -40,6 +41,28 @@ fn service_project(schedule: &str, rows: usize) -> tempfile::TempDir {
         ("connectors/leads.toml", &connector(schedule)),
         ("data/leads.csv", &leads_csv(rows)),
     ])
+}
+
+/// A project whose connector's source answers only after `seconds`: a run that lasts as long
+/// as a test needs, on any machine (an HTTP source on 127.0.0.1).
+fn slow_project(schedule: &str, seconds: f64) -> (tempfile::TempDir, Mock) {
+    let mock = Mock::start(move |_, _| {
+        Reply::json(r#"[{"Day": "2026-01-01", "Channel": "c1", "Leads": 3}]"#)
+            .after(Duration::from_secs_f64(seconds))
+    });
+    let connector = format!(
+        "type = \"http\"\nurl = \"{}/leads\"\nschedule = \"{schedule}\"\n\
+         [request]\ntimeout_seconds = 120\n\
+         [date]\ncolumn = \"Day\"\n\
+         [dimensions]\nchannel = \"Channel\"\n[[metrics]]\nname = \"leads\"\ncolumn = \"Leads\"\n",
+        mock.url
+    );
+    let dir = project(&[
+        ("config/default.toml", "[scoring]\nschedule = \"\"\n"),
+        ("config/metrics.toml", METRICS),
+        ("connectors/leads.toml", &connector),
+    ]);
+    (dir, mock)
 }
 
 fn free_port() -> u16 {
@@ -262,7 +285,7 @@ async fn missed_runs_are_caught_up_once_and_overlapping_ticks_are_skipped() {
 
     // a run slower than its one-second schedule: the ticks that arrive meanwhile are skipped
     let slow_db = TestDb::new(Backend::Sqlite).await;
-    let slow = service_project("* * * * * *", 400_000);
+    let (slow, _source) = slow_project("* * * * * *", 2.5);
     let slow_port = free_port();
     let mut child = start(slow.path(), &slow_db, slow_port, &[]);
     wait_for(
@@ -299,7 +322,7 @@ async fn missed_runs_are_caught_up_once_and_overlapping_ticks_are_skipped() {
 #[tokio::test]
 async fn sigterm_mid_run_leaves_a_committed_run_or_no_trace() {
     let db = TestDb::new(Backend::Sqlite).await;
-    let dir = service_project("0 3 * * *", 120_000);
+    let (dir, _source) = slow_project("0 3 * * *", 3.0);
     let mut child = start(
         dir.path(),
         &db,
@@ -393,7 +416,7 @@ async fn three_replicas_run_every_tick_exactly_once() {
 #[tokio::test]
 async fn a_killed_replicas_run_is_finished_by_a_survivor() {
     let db = TestDb::new(Backend::Postgres).await;
-    let dir = service_project("0 3 * * *", 40_000);
+    let (dir, _source) = slow_project("0 3 * * *", 2.0);
     let lease = [("KRSCORE__SERVICE__LEASE_SECS", "3")];
     let mut first = start(
         dir.path(),
@@ -440,7 +463,7 @@ async fn a_killed_replicas_run_is_finished_by_a_survivor() {
 #[tokio::test]
 async fn a_run_past_its_timeout_is_cancelled_and_recorded_as_failed() {
     let db = TestDb::new(Backend::Sqlite).await;
-    let dir = service_project("0 3 * * *", 200_000);
+    let (dir, _source) = slow_project("0 3 * * *", 10.0);
     let port = free_port();
     let mut child = start(
         dir.path(),
@@ -480,7 +503,7 @@ async fn a_run_past_its_timeout_is_cancelled_and_recorded_as_failed() {
 #[tokio::test]
 async fn a_manual_sync_of_a_connector_the_service_is_running_reports_it_busy() {
     let db = TestDb::new(Backend::Sqlite).await;
-    let dir = service_project("0 3 * * *", 200_000);
+    let (dir, _source) = slow_project("0 3 * * *", 4.0);
     let mut child = start(dir.path(), &db, free_port(), &[]);
     wait_for(
         &db,
