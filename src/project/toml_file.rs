@@ -20,6 +20,9 @@ pub struct TomlFile {
     text: String,
     doc: toml_edit::Document<String>,
     value: toml::Value,
+    /// Byte offset where each line starts, so a line number is a binary search (a file with
+    /// 10 000 KRs locates thousands of warnings).
+    line_starts: Vec<usize>,
 }
 
 /// One step of a key path: a table key or an array index.
@@ -91,11 +94,15 @@ impl TomlFile {
             field: String::new(),
             message: format!("invalid TOML: {}", err.message().trim_end()),
         })?;
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
         Ok(TomlFile {
             display_path: display_path.to_path_buf(),
             text,
             doc,
             value,
+            line_starts,
         })
     }
 
@@ -117,7 +124,10 @@ impl TomlFile {
     /// The 1-based line where `path` is written, or the nearest enclosing table's line.
     pub fn line_of_path(&self, path: &KeyPath) -> Option<usize> {
         let span = self.span_of_path(&path.0)?;
-        Some(line_of(&self.text, span.start))
+        Some(
+            self.line_starts
+                .partition_point(|start| *start <= span.start),
+        )
     }
 
     fn span_of_path(&self, steps: &[Step]) -> Option<Range<usize>> {
@@ -133,8 +143,17 @@ impl TomlFile {
                     }
                     item.map(node_of_item)
                 }
-                (Node::Array(items), Step::Index(i)) => {
-                    let node = items.get(*i).cloned();
+                (Node::Tables(tables), Step::Index(i)) => {
+                    let node = tables
+                        .get(*i)
+                        .map(|t| Node::Table(t as &dyn TableLike, t.span()));
+                    if let Some(span) = node.as_ref().and_then(Node::span) {
+                        best = Some(span);
+                    }
+                    node
+                }
+                (Node::Values(values), Step::Index(i)) => {
+                    let node = values.get(*i).map(node_of_value);
                     if let Some(span) = node.as_ref().and_then(Node::span) {
                         best = Some(span);
                     }
@@ -216,7 +235,9 @@ impl TomlFile {
 #[derive(Clone)]
 enum Node<'a> {
     Table(&'a dyn TableLike, Option<Range<usize>>),
-    Array(Vec<Node<'a>>),
+    /// `[[array]]` tables, indexed when a path steps into them.
+    Tables(&'a toml_edit::ArrayOfTables),
+    Values(&'a toml_edit::Array),
     Leaf(Option<Range<usize>>),
 }
 
@@ -224,7 +245,7 @@ impl Node<'_> {
     fn span(&self) -> Option<Range<usize>> {
         match self {
             Node::Table(_, span) => span.clone(),
-            Node::Array(_) => None,
+            Node::Tables(_) | Node::Values(_) => None,
             Node::Leaf(span) => span.clone(),
         }
     }
@@ -233,11 +254,7 @@ impl Node<'_> {
 fn node_of_item(item: &Item) -> Node<'_> {
     match item {
         Item::Table(t) => Node::Table(t, t.span()),
-        Item::ArrayOfTables(aot) => Node::Array(
-            aot.iter()
-                .map(|t| Node::Table(t as &dyn TableLike, t.span()))
-                .collect(),
-        ),
+        Item::ArrayOfTables(aot) => Node::Tables(aot),
         Item::Value(v) => node_of_value(v),
         Item::None => Node::Leaf(None),
     }
@@ -246,7 +263,7 @@ fn node_of_item(item: &Item) -> Node<'_> {
 fn node_of_value(value: &Value) -> Node<'_> {
     match value {
         Value::InlineTable(t) => Node::Table(t, t.span()),
-        Value::Array(a) => Node::Array(a.iter().map(node_of_value).collect()),
+        Value::Array(a) => Node::Values(a),
         other => Node::Leaf(other.span()),
     }
 }
