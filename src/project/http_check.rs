@@ -357,11 +357,11 @@ pub fn check(
     }
     let r = &config.request;
     for (key, value) in [
-        ("timeout_seconds", r.timeout_seconds),
-        ("connect_timeout_seconds", r.connect_timeout_seconds),
-        ("max_backoff_seconds", r.max_backoff_seconds),
-        ("max_retry_after_seconds", r.max_retry_after_seconds),
-        ("report_wait_seconds", r.report_wait_seconds),
+        ("timeout_secs", r.timeout_secs),
+        ("connect_timeout_secs", r.connect_timeout_secs),
+        ("max_backoff_secs", r.max_backoff_secs),
+        ("max_retry_after_secs", r.max_retry_after_secs),
+        ("report_wait_secs", r.report_wait_secs),
     ] {
         if let Some(v) = value
             && !(v.is_finite() && v > 0.0)

@@ -496,7 +496,7 @@ url = "{url}/stats"
 
 [request]
 backoff_ms = 50
-timeout_seconds = 2
+timeout_secs = 2
 {request}
 
 {paging}
@@ -689,7 +689,7 @@ fn a_timeout_is_retried_and_then_gives_up() {
         r#"
 type = "http"
 url = "{}/stats"
-request = {{ timeout_seconds = 0.3, max_attempts = 2, backoff_ms = 10 }}
+request = {{ timeout_secs = 0.3, max_attempts = 2, backoff_ms = 10 }}
 [date]
 column = "day"
 [[metrics]]
@@ -733,7 +733,7 @@ fn an_asynchronous_report_is_polled_until_ready() {
 #[test]
 fn a_report_that_never_gets_ready_fails_in_bounded_time() {
     let mock = Mock::start(|_, _| Reply::text(202, "").header("retry-after", "0.2"));
-    let dir = generic_with(&mock.url, "", "", "report_wait_seconds = 1");
+    let dir = generic_with(&mock.url, "", "", "report_wait_secs = 1");
     let started = Instant::now();
 
     let err = fetch(&dir, None).unwrap_err();

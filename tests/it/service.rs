@@ -52,7 +52,7 @@ fn slow_project(schedule: &str, seconds: f64) -> (tempfile::TempDir, Mock) {
     });
     let connector = format!(
         "type = \"http\"\nurl = \"{}/leads\"\nschedule = \"{schedule}\"\n\
-         [request]\ntimeout_seconds = 120\n\
+         [request]\ntimeout_secs = 120\n\
          [date]\ncolumn = \"Day\"\n\
          [dimensions]\nchannel = \"Channel\"\n[[metrics]]\nname = \"leads\"\ncolumn = \"Leads\"\n",
         mock.url

@@ -201,9 +201,9 @@ pub struct JsonConfig {
 #[serde(deny_unknown_fields)]
 pub struct RequestConfig {
     /// Whole request, body included. Default 60.
-    pub timeout_seconds: Option<f64>,
+    pub timeout_secs: Option<f64>,
     /// Default 10.
-    pub connect_timeout_seconds: Option<f64>,
+    pub connect_timeout_secs: Option<f64>,
     /// Largest body accepted (after gzip). Default 200.
     pub max_response_mb: Option<u64>,
     /// Attempts for timeouts, 429 and 5xx. Default 5.
@@ -211,11 +211,11 @@ pub struct RequestConfig {
     /// First backoff; doubles each attempt, with jitter. Default 1000.
     pub backoff_ms: Option<u64>,
     /// Longest backoff. Default 60.
-    pub max_backoff_seconds: Option<f64>,
+    pub max_backoff_secs: Option<f64>,
     /// A `Retry-After` longer than this fails the run. Default 300.
-    pub max_retry_after_seconds: Option<f64>,
+    pub max_retry_after_secs: Option<f64>,
     /// How long an asynchronous report (201/202) may take. Default 600.
-    pub report_wait_seconds: Option<f64>,
+    pub report_wait_secs: Option<f64>,
 }
 
 /// What presets add to the retry policy.
@@ -332,8 +332,8 @@ impl HttpConfig {
         };
         let preset = self.preset_policy.clone().unwrap_or_default();
         Policy {
-            timeout: secs(r.timeout_seconds, defaults.timeout),
-            connect_timeout: secs(r.connect_timeout_seconds, defaults.connect_timeout),
+            timeout: secs(r.timeout_secs, defaults.timeout),
+            connect_timeout: secs(r.connect_timeout_secs, defaults.connect_timeout),
             max_bytes: r
                 .max_response_mb
                 .map(|mb| mb.saturating_mul(1024 * 1024))
@@ -343,9 +343,9 @@ impl HttpConfig {
                 .backoff_ms
                 .map(Duration::from_millis)
                 .unwrap_or(defaults.backoff),
-            max_backoff: secs(r.max_backoff_seconds, defaults.max_backoff),
-            max_retry_after: secs(r.max_retry_after_seconds, defaults.max_retry_after),
-            poll_max_wait: secs(r.report_wait_seconds, defaults.poll_max_wait),
+            max_backoff: secs(r.max_backoff_secs, defaults.max_backoff),
+            max_retry_after: secs(r.max_retry_after_secs, defaults.max_retry_after),
+            poll_max_wait: secs(r.report_wait_secs, defaults.poll_max_wait),
             poll_header: preset.poll_header,
             retry_error_codes: preset.retry_error_codes,
             error_code_at: preset.error_code_at,

@@ -64,10 +64,18 @@ pub struct Vars {
     pub cursor: Option<String>,
 }
 
-/// Secrets read from the environment for one run.
-#[derive(Debug, Clone, Default)]
+/// Secrets read from the environment for one run. `Debug` shows their names only.
+#[derive(Clone, Default)]
 pub struct Secrets {
     values: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.values.iter().map(|(name, _)| format!("${{{name}}}")))
+            .finish()
+    }
 }
 
 impl Secrets {
