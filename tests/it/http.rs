@@ -1371,3 +1371,24 @@ fn a_connection_closed_mid_body_is_retried() {
     assert!(close(sum(&e, "leads"), 4.0));
     server.join().unwrap();
 }
+
+#[test]
+fn records_that_are_not_objects_are_rejected() {
+    let mock = Mock::start(|_, _| {
+        Reply::json(r#"{"rows": [{"day": "2024-01-01", "n": 2}, "oops", [1, 2], null]}"#)
+    });
+    let dir = generic(&mock.url, "", "/rows");
+
+    let e = fetch(&dir, None).unwrap();
+
+    assert_eq!(e.rows_read, 4);
+    assert_eq!(e.rows_loaded, 1);
+    assert_eq!(e.rejected.len(), 3);
+    assert!(
+        e.rejected[0].reason.contains("a string, not an object"),
+        "{:?}",
+        e.rejected
+    );
+    assert!(e.rejected[0].location.ends_with("page 1 /rows/1"));
+    assert!(close(sum(&e, "leads"), 2.0));
+}

@@ -157,7 +157,7 @@ pub fn records<'a>(body: &'a Value, pointer: &str) -> Result<Vec<Record<'a>>, St
     Ok(out)
 }
 
-fn kind(value: &Value) -> &'static str {
+pub fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

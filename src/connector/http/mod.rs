@@ -23,7 +23,7 @@ use serde_json::Value;
 use super::csv::{
     CsvConfig, CsvFormat, DateConfig, FileRead, MetricColumn, TableInput, read_table,
 };
-use super::{Cancel, ConnectorError, Extract, Point, RunContext, Source};
+use super::{Cancel, ConnectorError, Extract, Point, RejectedRow, RunContext, Source};
 use crate::okr::{DateValue, OneOrMany};
 use client::{Failure, Policy, Request};
 use template::{Escape, Rendered, Secrets, Vars};
@@ -585,10 +585,12 @@ impl Source for HttpConfig {
         }
         extract.points = read.points;
         extract.days = days;
-        extract.rows_read = read.rows_read;
+        // records rejected before the table (not objects) count as read
+        let unreadable = extract.rejected.len() as u64;
+        extract.rows_read = read.rows_read + unreadable;
         extract.rows_loaded = read.rows_read - read.rejected.len() as u64;
         extract.rows_skipped = read.rows_skipped;
-        extract.rejected = read.rejected;
+        extract.rejected.extend(read.rejected);
         extract.skipped = read.skipped;
         extract.warnings.extend(read.warnings);
         for r in &mut extract.rejected {
@@ -1046,6 +1048,19 @@ fn json_table(
         match &config.shape {
             Shape::Records => {
                 for record in &records {
+                    // a record is an object of fields; anything else cannot be read
+                    if !record.value.is_object() {
+                        extract.rejected.push(RejectedRow {
+                            location: at(&record.at),
+                            line: None,
+                            reason: format!(
+                                "the record is {}, not an object with fields",
+                                json::kind(record.value)
+                            ),
+                            raw: crate::connector::csv::clip(&record.value.to_string(), 2000),
+                        });
+                        continue;
+                    }
                     if first_record.is_none() {
                         first_record = Some(record.value.clone());
                     }
