@@ -372,16 +372,22 @@ fn http_config(
         "http" => read::<HttpConfig>(file, problems),
         "ga4" => {
             let (c, ok) = read::<presets::Ga4Preset>(file, problems)?;
-            let ok = ok && id_ok(file, &c.property, "property", problems);
+            let ok = ok
+                && id_ok(file, &c.property, "property", problems)
+                && dimensions_ok(file, &c.dimensions, "date", problems);
             Some((c.expand(), ok))
         }
         "yandex_metrica" => {
             let (c, ok) = read::<presets::MetricaPreset>(file, problems)?;
-            let ok = ok && id_ok(file, &c.counter, "counter", problems);
+            let ok = ok
+                && id_ok(file, &c.counter, "counter", problems)
+                && dimensions_ok(file, &c.dimensions, "ym:s:date", problems);
             Some((c.expand(), ok))
         }
         "yandex_direct" => {
-            read::<presets::DirectPreset>(file, problems).map(|(c, ok)| (c.expand(name), ok))
+            let (c, ok) = read::<presets::DirectPreset>(file, problems)?;
+            let ok = ok && dimensions_ok(file, &c.dimensions, "Date", problems);
+            Some((c.expand(name), ok))
         }
         _ => {
             let (config, ok) = read::<presets::SheetsPreset>(file, problems)?;
@@ -394,6 +400,32 @@ fn http_config(
             }
         }
     }
+}
+
+/// A preset asks for each platform dimension once, and always asks for the day itself.
+fn dimensions_ok(
+    file: &TomlFile,
+    dimensions: &BTreeMap<String, String>,
+    day: &str,
+    problems: &mut Vec<Problem>,
+) -> bool {
+    let before = problems.len();
+    let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+    for (name, field) in dimensions {
+        let at = KeyPath::root().key("dimensions").key(name);
+        if field == day {
+            problems.push(file.problem(
+                &at,
+                format!("`{day}` is always asked for: it gives each point its day"),
+            ));
+        } else if let Some(first) = seen.insert(field, name) {
+            problems.push(file.problem(
+                &at,
+                format!("`{field}` is already asked for as dimension `{first}`"),
+            ));
+        }
+    }
+    problems.len() == before
 }
 
 /// A platform id must be a whole number.

@@ -1392,3 +1392,97 @@ fn records_that_are_not_objects_are_rejected() {
     assert!(e.rejected[0].location.ends_with("page 1 /rows/1"));
     assert!(close(sum(&e, "leads"), 2.0));
 }
+
+#[test]
+fn a_missing_step_below_a_wildcard_fails_instead_of_emptying_the_days() {
+    for body in [
+        r#"{"items": null}"#,
+        r#"{"items": [{"id": 5}]}"#,
+        r#"{"items": [{"id": 5, "rows": null}]}"#,
+    ] {
+        let mock = Mock::start(move |_, _| Reply::json(body));
+        let dir = generic(&mock.url, "", "/items/*/rows");
+
+        let err = fetch(&dir, None).unwrap_err();
+
+        assert!(err.contains("/items"), "{body}: {err}");
+    }
+}
+
+#[test]
+fn json_numbers_follow_the_decimal_mark_of_the_text_values() {
+    let mock = Mock::start(|_, _| {
+        Reply::json(
+            r#"[{"day": "2024-01-01", "n": "1,5"}, {"day": "2024-01-01", "n": 2.5},
+                {"day": "2024-01-02", "n": "0,001"}]"#,
+        )
+    });
+    let dir = generic(&mock.url, "", "");
+
+    let e = fetch(&dir, None).unwrap();
+
+    assert!(
+        close(sum_on(&e, "leads", "2024-01-01"), 4.0),
+        "{:?}",
+        e.points
+    );
+    assert!(
+        close(sum_on(&e, "leads", "2024-01-02"), 0.001),
+        "{:?}",
+        e.points
+    );
+}
+
+#[test]
+fn a_next_link_to_another_host_gets_no_credentials() {
+    let other = Mock::start(|_, _| Reply::json("[]"));
+    let other_url = other.url.replace("127.0.0.1", "localhost");
+    let mock = Mock::start(move |_, _| {
+        Reply::json(rows(0, 1)).header("link", &format!(r#"<{other_url}/x>; rel="next""#))
+    });
+    let dir = http_project(&format!(
+        r#"
+type = "http"
+url = "{}/stats"
+auth = {{ bearer = "tok-123" }}
+[paging]
+kind = "link"
+[date]
+column = "day"
+[[metrics]]
+name = "leads"
+column = "n"
+"#,
+        mock.url
+    ));
+
+    let err = fetch(&dir, None).unwrap_err();
+
+    assert!(err.contains("points to another host"), "{err}");
+    assert!(other.requests().is_empty());
+}
+
+#[test]
+fn check_refuses_a_platform_dimension_asked_for_twice() {
+    let dir = http_project(
+        r#"
+type = "ga4"
+property = 1
+key_file = "secrets/ga4.json"
+start = "2024-01-01"
+[dimensions]
+channel = "sessionDefaultChannelGroup"
+group = "sessionDefaultChannelGroup"
+[metrics]
+sessions = "sessions"
+"#,
+    );
+
+    let output = krscore(dir.path(), None, &["check"]);
+
+    let text = expect_code(&output, 2);
+    assert!(
+        text.contains("`sessionDefaultChannelGroup` is already asked for as dimension `channel`"),
+        "{text}"
+    );
+}

@@ -112,12 +112,15 @@ fn vote(cell: &str) -> Option<char> {
             }
         }
         (1, 0) => {
-            let after = digits.len() - digits.find(',').unwrap() - 1;
-            (after != 3).then_some(',')
+            let at = digits.find(',').unwrap();
+            let after = digits.len() - at - 1;
+            // `0,001`: a thousands group never follows a lone zero
+            (after != 3 || &digits[..at] == "0").then_some(',')
         }
         (0, 1) => {
-            let after = digits.len() - digits.find('.').unwrap() - 1;
-            (after != 3).then_some('.')
+            let at = digits.find('.').unwrap();
+            let after = digits.len() - at - 1;
+            (after != 3 || &digits[..at] == "0").then_some('.')
         }
         (_, 0) => grouped(',', None).then_some('.'),
         (0, _) => grouped('.', None).then_some(','),
@@ -513,6 +516,9 @@ mod tests {
 
     #[test]
     fn unambiguous_cells_vote_for_a_decimal_mark() {
+        assert_eq!(vote("0,001"), Some(','));
+        assert_eq!(vote("0.001"), Some('.'));
+        assert_eq!(vote("1,001"), None);
         let mut votes = Votes::default();
         for cell in ["2.546", "449", "40.0.2214.111", "99,88%", "1,15"] {
             votes.add(cell);

@@ -80,7 +80,6 @@ pub fn records<'a>(body: &'a Value, pointer: &str) -> Result<Vec<Record<'a>>, St
         pointer[1..].split('/').collect()
     };
     let mut current: Vec<(Vec<&Value>, &Value, String)> = vec![(Vec::new(), body, String::new())];
-    let mut walked = false;
     for segment in segments {
         let mut next = Vec::new();
         for (parents, value, at) in current {
@@ -93,7 +92,6 @@ pub fn records<'a>(body: &'a Value, pointer: &str) -> Result<Vec<Record<'a>>, St
                             next.push((parents, item, format!("{at}/{i}")));
                         }
                     }
-                    Value::Null => {}
                     other => {
                         return Err(format!(
                             "`{at}` is {}, not an array to walk with `*`",
@@ -109,10 +107,10 @@ pub fn records<'a>(body: &'a Value, pointer: &str) -> Result<Vec<Record<'a>>, St
                 Value::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
                 _ => None,
             };
+            // a missing step is never "no data": an API that renamed a key, or answered an
+            // error in a 200, would otherwise empty the window's days
             match child {
                 Some(child) => next.push((parents, child, format!("{at}/{segment}"))),
-                // below a `*`, an element without the array has no records
-                None if walked => {}
                 None => {
                     return Err(format!(
                         "the answer has no `{at}/{segment}`{}; is `records` right?",
@@ -126,9 +124,6 @@ pub fn records<'a>(body: &'a Value, pointer: &str) -> Result<Vec<Record<'a>>, St
                     ));
                 }
             }
-        }
-        if segment == "*" {
-            walked = true;
         }
         current = next;
     }
@@ -144,7 +139,6 @@ pub fn records<'a>(body: &'a Value, pointer: &str) -> Result<Vec<Record<'a>>, St
                     });
                 }
             }
-            Value::Null if walked => {}
             other => {
                 return Err(format!(
                     "records: `{}` is {}, not an array",
@@ -181,6 +175,11 @@ pub fn cell(record: &Record, field: &Field, decimal_comma: bool) -> (String, boo
     (text, value.is_some())
 }
 
+/// Whether the field's value is a JSON string (not a number).
+pub fn is_text(record: &Record, field: &Field) -> bool {
+    matches!(lookup(record, field), Some(Value::String(_)))
+}
+
 fn lookup<'a>(record: &Record<'a>, field: &Field) -> Option<&'a Value> {
     let base = if field.ups == 0 {
         Some(record.value)
@@ -203,8 +202,11 @@ pub fn text(value: Option<&Value>) -> String {
         Some(Value::Bool(b)) => b.to_string(),
         Some(other) => other.to_string(),
     };
-    if out.contains(['\n', '\r']) {
-        out.replace(['\n', '\r'], " ")
+    if out.chars().any(char::is_control) {
+        // a record stays one line, and NUL and other controls never reach the tables
+        out.chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect()
     } else {
         out
     }
@@ -251,6 +253,14 @@ mod tests {
     #[test]
     fn missing_rows_are_no_records_but_a_scalar_is_an_error() {
         let body: Value = serde_json::from_str(r#"{"rowCount": 0, "rows": 5}"#).unwrap();
+        let nested: Value = serde_json::from_str(r#"{"items": [{"id": 5}]}"#).unwrap();
+        assert!(
+            records(&nested, "/items/*/rows")
+                .unwrap_err()
+                .contains("/items/0/rows")
+        );
+        let null: Value = serde_json::from_str(r#"{"items": null}"#).unwrap();
+        assert!(records(&null, "/items/*/rows").is_err());
         assert!(
             records(&body, "/nothing")
                 .unwrap_err()

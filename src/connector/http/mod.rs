@@ -791,6 +791,15 @@ async fn fetch_pages(
             }
             PagingKind::Link => {
                 let Some(link) = link else { break };
+                let origin = |u: &str| url::Url::parse(u).map(|u| u.origin()).ok();
+                if origin(&link) != origin(&request.url) {
+                    return Err(Failure::Failed(format!(
+                        "{}: the next page link points to another host ({}); krscore does not \
+                         send the connector's credentials there",
+                        request.shown,
+                        secrets.redact(&link)
+                    )));
+                }
                 if next_url.as_deref() == Some(link.as_str()) || link == request.url {
                     return Err(Failure::Failed(format!(
                         "{}: the next link points to the same page",
@@ -1032,8 +1041,8 @@ fn json_table(
     let mut locations = Vec::new();
     let mut zones: BTreeSet<String> = BTreeSet::new();
     let mut currencies: BTreeSet<String> = BTreeSet::new();
-    let decimal_comma = table.format.decimal.as_deref() == Some(",");
     let mut found = vec![false; fields.len()];
+    let comma = number_marks(config, pages, &fields, table.format.decimal.as_deref())?;
     let mut first_record: Option<Value> = None;
     for (p, page) in pages.iter().enumerate() {
         let body = page.json.as_ref().expect("JSON pages only");
@@ -1066,7 +1075,7 @@ fn json_table(
                     }
                     let mut cells = Vec::with_capacity(fields.len());
                     for (i, f) in fields.iter().enumerate() {
-                        let (text, present) = json::cell(record, f, decimal_comma);
+                        let (text, present) = json::cell(record, f, comma[i]);
                         found[i] |= present;
                         cells.push(text);
                     }
@@ -1161,6 +1170,39 @@ fn json_table(
         .into_inner()
         .map_err(|err| config.fail(format!("cannot build the table: {err}")))?;
     Ok((text, locations))
+}
+
+/// Per field: whether JSON numbers are written with a decimal comma. A number in JSON always
+/// has a decimal point, but an API that sends some values as text may write them the local
+/// way (`"1 234,56"`): the numbers follow the mark the field's text values vote for (or the
+/// one configured), so one column never mixes two decimal marks.
+fn number_marks(
+    config: &HttpConfig,
+    pages: &[Page],
+    fields: &[json::Field],
+    configured: Option<&str>,
+) -> Result<Vec<bool>, ConnectorError> {
+    if let Some(mark) = configured {
+        return Ok(vec![mark == ","; fields.len()]);
+    }
+    let mut votes = vec![crate::connector::csv::clean::Votes::default(); fields.len()];
+    for page in pages {
+        let Some(body) = page.json.as_ref() else {
+            continue;
+        };
+        let records = page_record_list(config, body)
+            .map_err(|m| config.fail(format!("{}: {m}", page.shown)))?;
+        for record in records.iter().filter(|r| r.value.is_object()) {
+            for (i, field) in fields.iter().enumerate() {
+                if let (text, true) = json::cell(record, field, false)
+                    && json::is_text(record, field)
+                {
+                    votes[i].add(&text);
+                }
+            }
+        }
+    }
+    Ok(votes.iter().map(|v| v.decision() == Some(',')).collect())
 }
 
 /// Text safe to store: control characters (a binary body) become `?`.

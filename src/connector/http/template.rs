@@ -148,7 +148,26 @@ fn forms(value: &str) -> Vec<String> {
     add(url::form_urlencoded::byte_serialize(value.as_bytes()).collect());
     add(percent(value));
     let json = serde_json::to_string(value).expect("a string serializes");
-    add(json[1..json.len() - 1].to_string());
+    let json = json[1..json.len() - 1].to_string();
+    // the escapes other JSON writers use: `\/` and `\uXXXX` for everything not ASCII
+    add(json.replace('/', "\\/"));
+    let ascii: String = json
+        .chars()
+        .map(|c| {
+            if c.is_ascii() {
+                c.to_string()
+            } else {
+                let mut units = [0u16; 2];
+                c.encode_utf16(&mut units)
+                    .iter()
+                    .map(|u| format!("\\u{u:04x}"))
+                    .collect()
+            }
+        })
+        .collect();
+    add(ascii.replace('/', "\\/"));
+    add(ascii);
+    add(json);
     out.sort_by_key(|f| std::cmp::Reverse(f.len()));
     out
 }
@@ -312,6 +331,10 @@ mod tests {
             secrets.redact("bad token s3cr\"et and s3cr%22et"),
             "bad token ${TOKEN} and ${TOKEN}"
         );
+        let odd = Secrets {
+            values: vec![("K".into(), "a/bé".into())],
+        };
+        assert_eq!(odd.redact(r"x a\/b\u00e9 y a\/bé"), "x ${K} y ${K}");
     }
 
     #[test]
