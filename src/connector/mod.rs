@@ -126,8 +126,6 @@ pub struct RunContext<'a> {
     pub timezone: chrono_tz::Tz,
     pub cancel: &'a Cancel,
     pub fetch: Fetch,
-    /// What the connector is called, for messages and report names.
-    pub name: &'a str,
 }
 
 /// What every connector kind provides.
@@ -240,7 +238,6 @@ impl Connector {
             timezone: self.timezone,
             cancel,
             fetch,
-            name: &self.name,
         })
     }
 }

@@ -175,12 +175,8 @@ pub fn cell(record: &Record, field: &Field, decimal_comma: bool) -> (String, boo
     (text, value.is_some())
 }
 
-/// Whether the field's value is a JSON string (not a number).
-pub fn is_text(record: &Record, field: &Field) -> bool {
-    matches!(lookup(record, field), Some(Value::String(_)))
-}
-
-fn lookup<'a>(record: &Record<'a>, field: &Field) -> Option<&'a Value> {
+/// The field's value in the record, if it has the field.
+pub fn lookup<'a>(record: &Record<'a>, field: &Field) -> Option<&'a Value> {
     let base = if field.ups == 0 {
         Some(record.value)
     } else {

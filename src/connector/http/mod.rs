@@ -87,9 +87,6 @@ pub struct HttpConfig {
     /// Set by presets: the `retryIn`-like header, retryable API error codes.
     #[serde(skip)]
     pub preset_policy: Option<PresetPolicy>,
-    /// Which preset this came from, for messages.
-    #[serde(skip)]
-    pub preset: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -1194,10 +1191,8 @@ fn number_marks(
             .map_err(|m| config.fail(format!("{}: {m}", page.shown)))?;
         for record in records.iter().filter(|r| r.value.is_object()) {
             for (i, field) in fields.iter().enumerate() {
-                if let (text, true) = json::cell(record, field, false)
-                    && json::is_text(record, field)
-                {
-                    votes[i].add(&text);
+                if let Some(Value::String(text)) = json::lookup(record, field) {
+                    votes[i].add(text);
                 }
             }
         }

@@ -231,6 +231,41 @@ const DIRECT_MONEY: &[&str] = &[
 /// Direct error codes worth another try: server busy, internal errors, report queue full.
 const DIRECT_RETRY_CODES: &[i64] = &[52, 1000, 1001, 1002, 9000];
 
+/// The `[window]` of a dated preset, from its `start`, `lookback_days`, `delay_days` and
+/// `max_days` (every preset struct has them; serde's `flatten` cannot share them because it
+/// does not work with `deny_unknown_fields`).
+macro_rules! dated_window {
+    ($preset:expr) => {
+        WindowConfig {
+            start: $preset.start,
+            lookback_days: $preset.lookback_days,
+            delay_days: $preset.delay_days,
+            date_format: Some("%Y-%m-%d".into()),
+            max_days: $preset.max_days,
+        }
+    };
+}
+
+/// Copies the keys every preset has onto the expanded connector.
+macro_rules! copy_shared {
+    ($preset:expr, $config:expr) => {
+        $config.timezone = $preset.timezone;
+        $config.description = $preset.description;
+        $config.schedule = $preset.schedule;
+        $config.stale_after_days = $preset.stale_after_days;
+        $config.request = $preset.request;
+        $config.constants = $preset.constants;
+    };
+}
+
+/// krscore dimension = platform field, as the table part writes it.
+fn one_each(dimensions: &BTreeMap<String, String>) -> BTreeMap<String, OneOrMany> {
+    dimensions
+        .iter()
+        .map(|(k, v)| (k.clone(), OneOrMany::One(v.clone())))
+        .collect()
+}
+
 fn base(config: Option<&String>, default: &str) -> String {
     config
         .map(|b| b.trim_end_matches('/').to_string())
@@ -264,7 +299,6 @@ fn empty(kind: &str, url: String) -> HttpConfig {
         shape: Shape::Records,
         service_account: None,
         preset_policy: None,
-        preset: Some(kind.to_string()),
     }
 }
 
@@ -331,13 +365,7 @@ impl Ga4Preset {
         config.method = Some(HttpMethod::Post);
         config.body = Some(body);
         config.response = Some(ResponseKind::Json);
-        config.window = Some(WindowConfig {
-            start: self.start,
-            lookback_days: self.lookback_days,
-            delay_days: self.delay_days,
-            date_format: Some("%Y-%m-%d".into()),
-            max_days: self.max_days,
-        });
+        config.window = Some(dated_window!(self));
         config.paging = PagingConfig {
             kind: Some(PagingKind::Offset),
             limit: Some(self.page_size.unwrap_or(10_000)),
@@ -350,11 +378,7 @@ impl Ga4Preset {
             format: Some("%Y%m%d".into()),
             ..DateConfig::default()
         };
-        config.dimensions = self
-            .dimensions
-            .iter()
-            .map(|(k, v)| (k.clone(), OneOrMany::One(v.clone())))
-            .collect();
+        config.dimensions = one_each(&self.dimensions);
         config.metrics = metric_columns(&self.metrics, str::to_string);
         config.shape = Shape::Ga4 {
             dimensions,
@@ -365,12 +389,7 @@ impl Ga4Preset {
             token_url: self.token_url,
             scope: "https://www.googleapis.com/auth/analytics.readonly".into(),
         });
-        config.timezone = self.timezone;
-        config.description = self.description;
-        config.schedule = self.schedule;
-        config.stale_after_days = self.stale_after_days;
-        config.request = self.request;
-        config.constants = self.constants;
+        copy_shared!(self, config);
         config
     }
 }
@@ -404,13 +423,7 @@ impl MetricaPreset {
             ..AuthConfig::default()
         });
         config.response = Some(ResponseKind::Json);
-        config.window = Some(WindowConfig {
-            start: self.start,
-            lookback_days: self.lookback_days,
-            delay_days: self.delay_days,
-            date_format: Some("%Y-%m-%d".into()),
-            max_days: self.max_days,
-        });
+        config.window = Some(dated_window!(self));
         config.paging = PagingConfig {
             kind: Some(PagingKind::Offset),
             limit: Some(self.page_size.unwrap_or(10_000)),
@@ -427,22 +440,13 @@ impl MetricaPreset {
             format: Some("%Y-%m-%d".into()),
             ..DateConfig::default()
         };
-        config.dimensions = self
-            .dimensions
-            .iter()
-            .map(|(k, v)| (k.clone(), OneOrMany::One(v.clone())))
-            .collect();
+        config.dimensions = one_each(&self.dimensions);
         config.metrics = metric_columns(&self.metrics, str::to_string);
         config.shape = Shape::Metrica {
             dimensions,
             metrics,
         };
-        config.timezone = self.timezone;
-        config.description = self.description;
-        config.schedule = self.schedule;
-        config.stale_after_days = self.stale_after_days;
-        config.request = self.request;
-        config.constants = self.constants;
+        copy_shared!(self, config);
         config
     }
 }
@@ -507,23 +511,13 @@ impl DirectPreset {
             decimal: Some(".".into()),
             ..CsvFormat::default()
         };
-        config.window = Some(WindowConfig {
-            start: self.start,
-            lookback_days: self.lookback_days,
-            delay_days: self.delay_days,
-            date_format: Some("%Y-%m-%d".into()),
-            max_days: self.max_days,
-        });
+        config.window = Some(dated_window!(self));
         config.date = DateConfig {
             column: Some(OneOrMany::One("Date".into())),
             format: Some("%Y-%m-%d".into()),
             ..DateConfig::default()
         };
-        config.dimensions = self
-            .dimensions
-            .iter()
-            .map(|(k, v)| (k.clone(), OneOrMany::One(v.clone())))
-            .collect();
+        config.dimensions = one_each(&self.dimensions);
         config.metrics = metric_columns(&self.metrics, str::to_string);
         if micros {
             for m in &mut config.metrics {
@@ -538,12 +532,7 @@ impl DirectPreset {
             retry_error_codes: DIRECT_RETRY_CODES.to_vec(),
             error_code_at: Some("/error/error_code".into()),
         });
-        config.timezone = self.timezone;
-        config.description = self.description;
-        config.schedule = self.schedule;
-        config.stale_after_days = self.stale_after_days;
-        config.request = self.request;
-        config.constants = self.constants;
+        copy_shared!(self, config);
         config
     }
 }
@@ -564,15 +553,10 @@ impl SheetsPreset {
         };
         let mut config = empty(&self.kind, url);
         config.response = Some(ResponseKind::Csv);
-        config.timezone = self.timezone;
-        config.description = self.description;
-        config.schedule = self.schedule;
-        config.stale_after_days = self.stale_after_days;
-        config.request = self.request;
+        copy_shared!(self, config);
         config.format = self.format;
         config.date = self.date;
         config.dimensions = self.dimensions;
-        config.constants = self.constants;
         config.metrics = self.metrics;
         Ok(config)
     }

@@ -149,7 +149,7 @@ fn forms(value: &str) -> Vec<String> {
     add(percent(value));
     let json = serde_json::to_string(value).expect("a string serializes");
     let json = json[1..json.len() - 1].to_string();
-    // the escapes other JSON writers use: `\/` and `\uXXXX` for everything not ASCII
+    // the escapes other JSON writers use: `\/`, and `\u` with four hex digits for non-ASCII
     add(json.replace('/', "\\/"));
     let ascii: String = json
         .chars()
