@@ -2,7 +2,7 @@
 //! with baseline and target, and writes one row per KR per as-of day plus one per objective,
 //! all of a pass in one transaction.
 //!
-//! [`series`] turns points into daily series with polars; [`rules`] holds the scoring rules;
+//! [`series`] turns points into daily series; [`rules`] holds the scoring rules;
 //! [`review`] the end-of-period review. Scoring a day again replaces its rows, which is how
 //! backfills and restatements work.
 
@@ -32,6 +32,21 @@ pub struct ScoringSummary {
     pub unscored: usize,
 }
 
+/// Where a scoring pass spent its time, in milliseconds (logged with the pass).
+#[derive(Debug, Default)]
+struct Phases {
+    definitions_ms: u64,
+    points: usize,
+    load_ms: u64,
+    series_ms: u64,
+    score_ms: u64,
+    write_ms: u64,
+}
+
+fn millis(since: std::time::Instant) -> u64 {
+    since.elapsed().as_millis() as u64
+}
+
 /// Today in the scoring time zone.
 pub fn today(project: &Project) -> NaiveDate {
     let tz: chrono_tz::Tz = project
@@ -56,6 +71,7 @@ pub async fn run(
     let span = info_span!("scoring", from = %first, to = %last);
     let _guard = span.enter();
     let started = std::time::Instant::now();
+    let mut phases = Phases::default();
 
     // the definitions change only with the files: skip the upserts when the last pass used
     // the same ones (a service scores after every sync)
@@ -69,29 +85,38 @@ pub async fn run(
             .await
             .context("cannot sync OKR definitions")?;
     }
+    phases.definitions_ms = millis(started);
     let run_id = store
         .start_scoring_run(trigger, first, last, &project.definition_hash)
         .await
         .context("cannot record the scoring run")?;
 
-    let (kr_rows, objective_rows) = match score_days(project, store, days).await {
+    let (kr_rows, objective_rows) = match score_days(project, store, days, &mut phases).await {
         Ok(rows) => rows,
         Err(err) => {
             let _ = store.fail_scoring_run(run_id, &format!("{err:#}")).await;
             return Err(err);
         }
     };
+    let writing = std::time::Instant::now();
     store
         .commit_scores(run_id, &kr_rows, &objective_rows)
         .await
         .context("cannot write scores")?;
+    phases.write_ms = millis(writing);
     let unscored = kr_rows.iter().filter(|r| r.score.is_none()).count();
     info!(
         run_id,
         krs = kr_rows.len(),
         objectives = objective_rows.len(),
         unscored,
-        elapsed_ms = started.elapsed().as_millis() as u64,
+        elapsed_ms = millis(started),
+        definitions_ms = phases.definitions_ms,
+        points = phases.points,
+        load_ms = phases.load_ms,
+        series_ms = phases.series_ms,
+        score_ms = phases.score_ms,
+        write_ms = phases.write_ms,
         "scored key results"
     );
     Ok(ScoringSummary {
@@ -124,6 +149,7 @@ async fn score_days(
     project: &Project,
     store: &Store,
     days: &[NaiveDate],
+    phases: &mut Phases,
 ) -> anyhow::Result<(Vec<KrScoreRow>, Vec<ObjectiveScoreRow>)> {
     // everything the KRs need, loaded once
     let settings = &project.settings.scoring;
@@ -152,11 +178,15 @@ async fn score_days(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
+    let loading = std::time::Instant::now();
     let points = store
         .load_points(&metrics, from, last)
         .await
         .context("cannot read points")?;
+    phases.points = points.len();
+    phases.load_ms = millis(loading);
 
+    let building = std::time::Instant::now();
     let span = tracing::Span::current();
     let series = tokio::task::spawn_blocking(move || {
         let _guard = span.enter();
@@ -164,7 +194,9 @@ async fn score_days(
     })
     .await
     .context("scoring task failed")?;
+    phases.series_ms = millis(building);
 
+    let scoring = std::time::Instant::now();
     let mut kr_rows: BTreeMap<(String, NaiveDate), KrScoreRow> = BTreeMap::new();
     let mut objective_rows: BTreeMap<(String, NaiveDate), ObjectiveScoreRow> = BTreeMap::new();
     for &day in days {
@@ -181,6 +213,7 @@ async fn score_days(
             }
         }
     }
+    phases.score_ms = millis(scoring);
     Ok((
         kr_rows.into_values().collect(),
         objective_rows.into_values().collect(),

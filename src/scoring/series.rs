@@ -4,6 +4,7 @@
 //! is always the ratio of the window's sums.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use chrono::NaiveDate;
 
@@ -38,34 +39,32 @@ fn key(metric: &str, filter: &Filter) -> Key {
     (metric.to_string(), filter_key(filter))
 }
 
-fn matches(point: &StoredPoint, filter: &Filter) -> bool {
-    filter.iter().all(|(dim, values)| {
-        point
-            .dimensions
-            .0
-            .get(dim)
-            .is_some_and(|v| values.contains(v))
-    })
+fn matches(dimensions: &BTreeMap<String, String>, filter: &Filter) -> bool {
+    filter
+        .iter()
+        .all(|(dim, values)| dimensions.get(dim).is_some_and(|v| values.contains(v)))
 }
 
 impl SeriesSet {
     /// Builds the series from stored points. Blocking.
     pub fn build(points: Vec<StoredPoint>, wanted: &BTreeSet<(String, Filter)>) -> SeriesSet {
-        // points per metric, and per metric the positions of each dimension value, so a
-        // filter only walks the points that can match it
+        // points per metric, and per metric the positions of the points of each dimension
+        // set (sets are shared between points), so a filter is matched once per set
         let mut by_metric: HashMap<&str, Vec<&StoredPoint>> = HashMap::new();
         for p in &points {
-            by_metric.entry(p.metric.as_str()).or_default().push(p);
+            by_metric.entry(&p.metric).or_default().push(p);
         }
-        let mut by_value: HashMap<(&str, &str, &str), Vec<usize>> = HashMap::new();
+        type Sets<'a> = Vec<(&'a BTreeMap<String, String>, Vec<usize>)>;
+        let mut sets_by_metric: HashMap<&str, Sets> = HashMap::new();
         for (metric, list) in &by_metric {
+            let mut slots: HashMap<*const BTreeMap<String, String>, usize> = HashMap::new();
+            let sets = sets_by_metric.entry(metric).or_default();
             for (i, p) in list.iter().enumerate() {
-                for (dim, value) in &p.dimensions.0 {
-                    by_value
-                        .entry((metric, dim.as_str(), value.as_str()))
-                        .or_default()
-                        .push(i);
-                }
+                let slot = *slots.entry(Arc::as_ptr(&p.dimensions)).or_insert_with(|| {
+                    sets.push((&*p.dimensions, Vec::new()));
+                    sets.len() - 1
+                });
+                sets[slot].1.push(i);
             }
         }
 
@@ -78,21 +77,15 @@ impl SeriesSet {
                 .get(metric.as_str())
                 .map(Vec::as_slice)
                 .unwrap_or_default();
-            // the filter's most selective dimension gives the candidates, in stored order
-            let candidates: Vec<usize> = filter
-                .iter()
-                .map(|(dim, values)| {
-                    let mut found: Vec<usize> = values
-                        .iter()
-                        .flat_map(|v| by_value.get(&(metric.as_str(), dim.as_str(), v.as_str())))
-                        .flatten()
-                        .copied()
-                        .collect();
-                    found.sort_unstable();
-                    found
-                })
-                .min_by_key(Vec::len)
-                .unwrap_or_else(|| (0..list.len()).collect());
+            // the points of every matching set, back in stored order
+            let mut candidates: Vec<usize> = sets_by_metric
+                .get(metric.as_str())
+                .into_iter()
+                .flatten()
+                .filter(|(dimensions, _)| matches(dimensions, filter))
+                .flat_map(|(_, positions)| positions.iter().copied())
+                .collect();
+            candidates.sort_unstable();
 
             // daily sums in a fixed order (points arrive sorted by day, connector and
             // dimensions), so the same points always give the same bits: a parallel group-by
@@ -101,11 +94,7 @@ impl SeriesSet {
             let mut span_list = Spans::new();
             let mut run_map: BTreeMap<NaiveDate, BTreeSet<i64>> = BTreeMap::new();
             let mut flag_map: BTreeMap<NaiveDate, BTreeSet<String>> = BTreeMap::new();
-            for p in candidates
-                .into_iter()
-                .map(|i| list[i])
-                .filter(|p| matches(p, filter))
-            {
+            for p in candidates.into_iter().map(|i| list[i]) {
                 run_map.entry(p.period_end).or_default().insert(p.run_id);
                 if let Some(f) = p.flags.as_deref().filter(|f| !f.is_empty()) {
                     flag_map

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -40,13 +41,14 @@ macro_rules! on_pool {
     };
 }
 
-/// A stored point as the scorer reads it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// A stored point as the scorer reads it. Points with the same metric or dimension set share
+/// one copy of it.
+#[derive(Debug, Clone)]
 pub struct StoredPoint {
-    pub metric: String,
+    pub metric: Arc<str>,
     pub day: NaiveDate,
     pub period_end: NaiveDate,
-    pub dimensions: Json<BTreeMap<String, String>>,
+    pub dimensions: Arc<BTreeMap<String, String>>,
     pub value: f64,
     pub run_id: i64,
     /// What the source said about the value (`sampled,thresholded`).
@@ -407,22 +409,43 @@ impl Store {
         })
     }
 
-    /// Points of `metrics` between `from` and `to` inclusive.
+    /// Points of `metrics` between `from` and `to` inclusive, in a fixed order (day,
+    /// connector, dimensions) so sums over them always come out the same to the bit.
     pub async fn load_points(
         &self,
         metrics: &[String],
         from: NaiveDate,
         to: NaiveDate,
-    ) -> sqlx::Result<Vec<StoredPoint>> {
+    ) -> anyhow::Result<Vec<StoredPoint>> {
+        // a SQLite file is read on a blocking thread over its own connection: sqlx hands every
+        // row from its worker thread to the async side, which took most of a 10 000-KR pass
+        if let Store::Sqlite(pool) = self {
+            let file = pool.connect_options().get_filename().to_path_buf();
+            if file.is_file() {
+                let metrics = metrics.to_vec();
+                return tokio::task::spawn_blocking(move || {
+                    read_points_blocking(&file, &metrics, from, to)
+                })
+                .await?;
+            }
+        }
+        let mut interner = Interner::default();
         let mut out = Vec::new();
         for metric in metrics {
-            let sql = "SELECT metric, day, period_end, dimensions, value, run_id, flags \
-                       FROM metric_points WHERE metric = $1 AND period_end >= $2 AND day <= $3 \
-                       ORDER BY day, connector, dimensions";
-            let rows: Vec<StoredPoint> = on_pool!(self, pool => {
-                sqlx::query_as(sql).bind(metric).bind(from).bind(to).fetch_all(pool).await?
+            let rows: Vec<PointRow> = on_pool!(self, pool => {
+                sqlx::query_as(LOAD_POINTS).bind(metric).bind(from).bind(to).fetch_all(pool).await?
             });
-            out.extend(rows);
+            for (metric, day, period_end, dimensions, value, run_id, flags) in rows {
+                out.push(StoredPoint {
+                    metric: interner.metric(&metric),
+                    day,
+                    period_end,
+                    dimensions: interner.dimensions(&dimensions)?,
+                    value,
+                    run_id,
+                    flags,
+                });
+            }
         }
         Ok(out)
     }
@@ -797,6 +820,111 @@ macro_rules! finish_run {
 }
 use finish_run;
 
+/// The points of one metric that touch a range of days: daily points dated in it and period
+/// values whose period overlaps it (the second part, by the partial index on periods), in a
+/// fixed order: day, connector, dimensions.
+const LOAD_POINTS: &str = "\
+    SELECT metric, day, period_end, CAST(dimensions AS TEXT) AS dims, value, run_id, flags, \
+        connector, dimensions FROM metric_points \
+    WHERE metric = $1 AND day >= $2 AND day <= $3 \
+    UNION ALL \
+    SELECT metric, day, period_end, CAST(dimensions AS TEXT) AS dims, value, run_id, flags, \
+        connector, dimensions FROM metric_points \
+    WHERE metric = $1 AND period_end > day AND period_end >= $2 AND day < $2 \
+    ORDER BY day, connector, dimensions";
+
+type PointRow = (
+    String,
+    NaiveDate,
+    NaiveDate,
+    String,
+    f64,
+    i64,
+    Option<String>,
+);
+
+/// Parses each distinct dimension set once and keeps one copy of each metric name.
+#[derive(Default)]
+struct Interner {
+    metrics: HashMap<String, Arc<str>>,
+    dimensions: HashMap<String, Arc<BTreeMap<String, String>>>,
+}
+
+impl Interner {
+    fn metric(&mut self, name: &str) -> Arc<str> {
+        if let Some(found) = self.metrics.get(name) {
+            return found.clone();
+        }
+        let shared: Arc<str> = name.into();
+        self.metrics.insert(name.to_string(), shared.clone());
+        shared
+    }
+
+    fn dimensions(&mut self, text: &str) -> anyhow::Result<Arc<BTreeMap<String, String>>> {
+        if let Some(found) = self.dimensions.get(text) {
+            return Ok(found.clone());
+        }
+        let parsed: BTreeMap<String, String> = serde_json::from_str(text)
+            .with_context(|| format!("stored dimensions are not a JSON object of text: {text}"))?;
+        let shared = Arc::new(parsed);
+        self.dimensions.insert(text.to_string(), shared.clone());
+        Ok(shared)
+    }
+}
+
+/// A day as SQLite stores it (`2026-06-30`), read without a format parser: half a million
+/// of them are read for a big scoring pass.
+fn stored_day(text: &str) -> anyhow::Result<NaiveDate> {
+    let b = text.as_bytes();
+    let digits = |range: std::ops::Range<usize>| -> Option<u32> {
+        b.get(range)?.iter().try_fold(0u32, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    let parsed = (b.len() == 10 && b[4] == b'-' && b[7] == b'-')
+        .then(|| Some((digits(0..4)?, digits(5..7)?, digits(8..10)?)))
+        .flatten()
+        .and_then(|(y, m, d)| NaiveDate::from_ymd_opt(y as i32, m, d));
+    parsed.with_context(|| format!("stored day is not a date: {text}"))
+}
+
+/// [`Store::load_points`] on a SQLite file, over a read-only connection of its own. Blocking.
+fn read_points_blocking(
+    file: &std::path::Path,
+    metrics: &[String],
+    from: NaiveDate,
+    to: NaiveDate,
+) -> anyhow::Result<Vec<StoredPoint>> {
+    use rusqlite::OpenFlags;
+    let shown = file.display();
+    let connection = rusqlite::Connection::open_with_flags(
+        file,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("cannot open SQLite database {shown}"))?;
+    connection.busy_timeout(Duration::from_secs(30))?;
+    connection.pragma_update(None, "cache_size", -131072)?;
+    let mut statement = connection.prepare(LOAD_POINTS)?;
+    let mut interner = Interner::default();
+    let mut out = Vec::new();
+    let (from, to) = (from.to_string(), to.to_string());
+    for metric in metrics {
+        let mut rows = statement.query(rusqlite::params![metric, from, to])?;
+        while let Some(row) = rows.next()? {
+            out.push(StoredPoint {
+                metric: interner.metric(row.get_ref(0)?.as_str()?),
+                day: stored_day(row.get_ref(1)?.as_str()?)?,
+                period_end: stored_day(row.get_ref(2)?.as_str()?)?,
+                dimensions: interner.dimensions(row.get_ref(3)?.as_str()?)?,
+                value: row.get(4)?,
+                run_id: row.get(5)?,
+                flags: row.get(6)?,
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// The file of a SQLite URL, or `None` for an in-memory database.
 pub fn sqlite_file(url: &str) -> Option<String> {
     let path = url
@@ -848,6 +976,15 @@ fn dimension_texts(points: &[Point]) -> Vec<std::sync::Arc<str>> {
         })
         .collect()
 }
+
+/// The metrics that have points, by one seek of the key's index per metric (a loose index
+/// scan: `SELECT DISTINCT` would read every point).
+const STORED_METRICS: &str = "WITH RECURSIVE m(metric) AS ( \
+        SELECT min(metric) FROM metric_points \
+        UNION ALL \
+        SELECT (SELECT min(p.metric) FROM metric_points p WHERE p.metric > m.metric) \
+        FROM m WHERE m.metric IS NOT NULL) \
+    SELECT metric FROM m WHERE metric IS NOT NULL";
 
 async fn sqlite_replace_points(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
@@ -904,22 +1041,31 @@ async fn sqlite_replace_points(
         builder.build().execute(&mut **tx).await?;
     }
 
-    let deleted = sqlx::query(
-        "DELETE FROM metric_points WHERE connector = $1 \
-         AND day IN (SELECT day FROM staging_days) \
-         AND NOT EXISTS (SELECT 1 FROM staging_points s WHERE s.metric = metric_points.metric \
-             AND s.day = metric_points.day AND s.dimensions = metric_points.dimensions)",
-    )
-    .bind(connector)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
+    // the key starts with the metric: the connector's stale points are found metric by
+    // metric, over every metric stored (a metric dropped from the connector's file goes too)
+    let stored_metrics: Vec<String> = sqlx::query_scalar(STORED_METRICS)
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut deleted = 0;
+    for metric in &stored_metrics {
+        deleted += sqlx::query(
+            "DELETE FROM metric_points WHERE metric = $2 \
+             AND day IN (SELECT day FROM staging_days) AND connector = $1 \
+             AND NOT EXISTS (SELECT 1 FROM staging_points s WHERE s.metric = $2 \
+                 AND s.day = metric_points.day AND s.dimensions = metric_points.dimensions)",
+        )
+        .bind(connector)
+        .bind(metric)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    }
     let written = sqlx::query(
         "INSERT INTO metric_points \
          (connector, metric, day, period_end, dimensions, value, run_id, flags) \
          SELECT $1, metric, day, period_end, dimensions, value, $2, $3 FROM staging_points \
          WHERE true ORDER BY metric, day, dimensions \
-         ON CONFLICT (connector, metric, day, dimensions) DO UPDATE \
+         ON CONFLICT (metric, day, connector, dimensions) DO UPDATE \
          SET value = excluded.value, period_end = excluded.period_end, run_id = excluded.run_id, \
              flags = excluded.flags \
          WHERE abs(metric_points.value - excluded.value) > 1e-12 * abs(excluded.value) \
@@ -1012,12 +1158,19 @@ async fn pg_replace_points(
     sqlx::query("ANALYZE staging_points")
         .execute(&mut **tx)
         .await?;
+    // the key starts with the metric: stale points are looked up under every stored metric
+    // (a metric dropped from the connector's file goes too)
+    let stored_metrics: Vec<String> = sqlx::query_scalar(STORED_METRICS)
+        .fetch_all(&mut **tx)
+        .await?;
     let deleted = sqlx::query(
-        "DELETE FROM metric_points p WHERE p.connector = $1 AND p.day = ANY($2::date[]) \
+        "DELETE FROM metric_points p WHERE p.metric = ANY($2) AND p.day = ANY($3::date[]) \
+         AND p.connector = $1 \
          AND NOT EXISTS (SELECT 1 FROM staging_points s WHERE s.metric = p.metric \
              AND s.day = p.day AND s.dimensions = p.dimensions)",
     )
     .bind(connector)
+    .bind(&stored_metrics)
     .bind(days)
     .execute(&mut **tx)
     .await?
@@ -1062,4 +1215,27 @@ async fn pg_replace_points(
         written: updated + inserted,
         deleted,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_days_are_read_or_refused() {
+        assert_eq!(
+            stored_day("2026-06-30").unwrap(),
+            NaiveDate::from_ymd_opt(2026, 6, 30).unwrap()
+        );
+        for bad in [
+            "2026-02-30",
+            "2026-6-30",
+            "2026/06/30",
+            "20x6-06-30",
+            "",
+            "2026-06-300",
+        ] {
+            assert!(stored_day(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -9,4 +9,5 @@ mod mock;
 mod quirks;
 mod scoring;
 mod service;
+mod store;
 mod support;

@@ -327,6 +327,8 @@ struct FileState<'a> {
     column_votes: Vec<Votes>,
     file_votes: Votes,
     partials: Vec<DataFrame>,
+    /// Rows of the first partial after the last [`FileState::compact`].
+    compacted_rows: usize,
     rejected: Vec<RejectedRow>,
     censored_cells: u64,
     delimiter: char,
@@ -668,6 +670,7 @@ pub fn read_table(
         column_votes: vec![Votes::default(); columns.sources.len()],
         file_votes: Votes::default(),
         partials: Vec::new(),
+        compacted_rows: 0,
         rejected: Vec::new(),
         censored_cells: 0,
         delimiter: dialect.delimiter as char,
@@ -1167,6 +1170,41 @@ impl FileState<'_> {
             .collect()
             .map_err(frame_err(format!("{shown}: aggregating")))?;
         self.partials.push(partial);
+        self.compact()
+    }
+
+    /// Sums the chunk sums gathered so far into one frame once they outgrow the last such
+    /// sum (and half a million rows), so memory follows the number of (day, dimensions)
+    /// groups, not the length of the file; each row is re-summed a bounded number of times.
+    fn compact(&mut self) -> Result<(), ConnectorError> {
+        let rows: usize = self.partials.iter().map(DataFrame::height).sum();
+        if self.partials.len() < 2 || rows - self.compacted_rows < self.compacted_rows.max(1 << 19)
+        {
+            return Ok(());
+        }
+        let shown = self.shown;
+        let mut merged = self.partials.remove(0);
+        for partial in self.partials.drain(..) {
+            merged
+                .vstack_mut(&partial)
+                .map_err(frame_err(format!("{shown}: merging")))?;
+        }
+        let mut keys = vec![col("__day")];
+        keys.extend((0..self.columns.dims.len()).map(|i| col(format!("__d{i}"))));
+        let mut aggs = Vec::new();
+        for i in 0..self.config.metrics.len() {
+            for column in [format!("__m{i}"), format!("__n{i}"), format!("__z{i}")] {
+                aggs.push(col(column).sum());
+            }
+        }
+        let summed = merged
+            .lazy()
+            .group_by(keys)
+            .agg(aggs)
+            .collect()
+            .map_err(frame_err(format!("{shown}: aggregating")))?;
+        self.compacted_rows = summed.height();
+        self.partials.push(summed);
         Ok(())
     }
 

@@ -1,0 +1,224 @@
+//! The store's point reads and writes on every way a database can be opened: a SQLite file
+//! (read over a connection of its own), SQLite in memory (through sqlx) and PostgreSQL.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use krscore::connector::Point;
+use krscore::store::{RunRecord, Store};
+
+use crate::on_both;
+use crate::support::*;
+
+fn day(text: &str) -> NaiveDate {
+    text.parse().unwrap()
+}
+
+fn point(
+    metric: &str,
+    from: &str,
+    until: &str,
+    dims: &Arc<BTreeMap<String, String>>,
+    value: f64,
+) -> Point {
+    Point {
+        metric: metric.to_string(),
+        day: day(from),
+        until: day(until),
+        dimensions: dims.clone(),
+        value,
+    }
+}
+
+fn dims(pairs: &[(&str, &str)]) -> Arc<BTreeMap<String, String>> {
+    Arc::new(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
+/// Writes daily points over ten days, two period values and another metric, then reads a
+/// range: the days inside it, the period that overlaps it and nothing else, in day,
+/// connector and dimension order, with dimension sets shared between points.
+async fn reads_the_days_and_overlapping_periods(store: &Store) {
+    let (x, y) = (dims(&[("region", "x")]), dims(&[("region", "y")]));
+    let monthly = dims(&[("region", "x"), ("report", "monthly")]);
+    let mut points = Vec::new();
+    for d in 1..=10 {
+        let date = format!("2026-01-{d:02}");
+        points.push(point("sessions", &date, &date, &y, d as f64));
+        points.push(point("sessions", &date, &date, &x, 100.0 + d as f64));
+        points.push(point("orders", &date, &date, &x, 1.0));
+    }
+    // a month that overlaps the range, one that ends before it, one that starts after it
+    points.push(point("sessions", "2025-12-20", "2026-01-06", &monthly, 7.5));
+    points.push(point("sessions", "2025-11-01", "2025-11-30", &monthly, 9.0));
+    points.push(point("sessions", "2026-01-09", "2026-01-31", &monthly, 3.0));
+    let mut days: Vec<NaiveDate> = points.iter().map(|p| p.day).collect();
+    days.sort();
+    days.dedup();
+    let run = store.start_ingest_run("web", "manual").await.unwrap();
+    store
+        .commit_ingest_run(run, "web", &points, &days, &[], &RunRecord::default())
+        .await
+        .unwrap();
+    // the same days from a second connector sort after the first within a day
+    let run = store.start_ingest_run("app", "manual").await.unwrap();
+    let app = [point("sessions", "2026-01-05", "2026-01-05", &x, 0.5)];
+    store
+        .commit_ingest_run(
+            run,
+            "app",
+            &app,
+            &[day("2026-01-05")],
+            &[],
+            &RunRecord::default(),
+        )
+        .await
+        .unwrap();
+
+    let loaded = store
+        .load_points(
+            &["sessions".to_string()],
+            day("2026-01-05"),
+            day("2026-01-07"),
+        )
+        .await
+        .unwrap();
+    let seen: Vec<(String, String, String, f64)> = loaded
+        .iter()
+        .map(|p| {
+            let region = p.dimensions.get("region").cloned().unwrap_or_default();
+            (p.day.to_string(), p.period_end.to_string(), region, p.value)
+        })
+        .collect();
+    let expected = [
+        ("2025-12-20", "2026-01-06", "x", 7.5),
+        ("2026-01-05", "2026-01-05", "x", 0.5),
+        ("2026-01-05", "2026-01-05", "x", 105.0),
+        ("2026-01-05", "2026-01-05", "y", 5.0),
+        ("2026-01-06", "2026-01-06", "x", 106.0),
+        ("2026-01-06", "2026-01-06", "y", 6.0),
+        ("2026-01-07", "2026-01-07", "x", 107.0),
+        ("2026-01-07", "2026-01-07", "y", 7.0),
+    ];
+    let expected: Vec<(String, String, String, f64)> = expected
+        .iter()
+        .map(|(d, e, r, v)| (d.to_string(), e.to_string(), r.to_string(), *v))
+        .collect();
+    assert_eq!(seen, expected);
+    assert!(loaded.iter().all(|p| &*p.metric == "sessions"));
+    let first_x = loaded.iter().find(|p| *p.dimensions == *x).unwrap();
+    let shared = loaded
+        .iter()
+        .filter(|p| Arc::ptr_eq(&p.dimensions, &first_x.dimensions))
+        .count();
+    assert_eq!(
+        shared, 4,
+        "points of one dimension set share one parsed map"
+    );
+
+    // a re-sync without the second region deletes its points on the covered days only
+    let run = store.start_ingest_run("web", "manual").await.unwrap();
+    let again: Vec<Point> = points
+        .iter()
+        .filter(|p| p.dimensions.get("region").unwrap() == "x" || p.day > day("2026-01-06"))
+        .cloned()
+        .collect();
+    let covered: Vec<NaiveDate> = (1..=6).map(|d| day(&format!("2026-01-{d:02}"))).collect();
+    let stats = store
+        .commit_ingest_run(run, "web", &again, &covered, &[], &RunRecord::default())
+        .await
+        .unwrap();
+    assert_eq!(stats.deleted, 6, "the y points of January 1-6");
+    let left = store
+        .load_points(
+            &["sessions".to_string()],
+            day("2026-01-01"),
+            day("2026-01-10"),
+        )
+        .await
+        .unwrap();
+    let y_days: Vec<String> = left
+        .iter()
+        .filter(|p| p.dimensions.get("region").unwrap() == "y")
+        .map(|p| p.day.to_string())
+        .collect();
+    assert_eq!(
+        y_days,
+        ["2026-01-07", "2026-01-08", "2026-01-09", "2026-01-10"]
+    );
+}
+
+async fn points_round_trip(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    reads_the_days_and_overlapping_periods(&db.store().await).await;
+}
+on_both!(points_round_trip);
+
+#[tokio::test]
+async fn points_round_trip_in_memory() {
+    let store = Store::connect("sqlite::memory:", 1).await.unwrap();
+    reads_the_days_and_overlapping_periods(&store).await;
+}
+
+/// A database written before points were keyed by metric keeps its points through the
+/// migration.
+#[tokio::test]
+async fn old_points_survive_the_rekeying_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("old.db");
+    let url = format!("sqlite://{}", file.display());
+    {
+        // the schema as migrations 1 and 2 left it, with one run and two points
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&file)
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        let old = tempfile::tempdir().unwrap();
+        for name in ["0001_initial.sql", "0002_point_flags.sql"] {
+            std::fs::copy(
+                repo().join("migrations/sqlite").join(name),
+                old.path().join(name),
+            )
+            .unwrap();
+        }
+        let migrator = sqlx::migrate::Migrator::new(old.path()).await.unwrap();
+        migrator.run(&pool).await.unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO ingest_runs (connector, trigger, started_at, status) \
+             VALUES ('web', 'manual', '2026-01-01T00:00:00Z', 'succeeded'); \
+             INSERT INTO metric_points (connector, metric, day, period_end, dimensions, value, \
+                 run_id) \
+             VALUES ('web', 'sessions', '2026-01-02', '2026-01-02', '{\"region\":\"x\"}', 4.0, 1), \
+                    ('web', 'sessions', '2026-01-01', '2026-01-01', '{}', 2.5, 1);",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+    }
+    let store = Store::connect(&url, 1).await.unwrap();
+    let loaded = store
+        .load_points(
+            &["sessions".to_string()],
+            day("2026-01-01"),
+            day("2026-01-31"),
+        )
+        .await
+        .unwrap();
+    let values: Vec<(String, f64)> = loaded
+        .iter()
+        .map(|p| (p.day.to_string(), p.value))
+        .collect();
+    assert_eq!(
+        values,
+        [
+            ("2026-01-01".to_string(), 2.5),
+            ("2026-01-02".to_string(), 4.0)
+        ]
+    );
+}
