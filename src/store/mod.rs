@@ -964,14 +964,23 @@ fn dimensions_json(point: &Point) -> String {
     serde_json::to_string(&*point.dimensions).expect("string map serializes")
 }
 
-/// The dimensions of each point as JSON, written once per shared dimension set.
-fn dimension_texts(points: &[Point]) -> Vec<std::sync::Arc<str>> {
-    let mut seen: HashMap<*const BTreeMap<String, String>, std::sync::Arc<str>> = HashMap::new();
+/// The dimensions of each point as JSON, written once per shared dimension map; equal texts
+/// share one string.
+fn dimension_texts(points: &[Point]) -> Vec<Arc<str>> {
+    let mut by_map: HashMap<*const BTreeMap<String, String>, Arc<str>> = HashMap::new();
+    let mut by_text: HashMap<String, Arc<str>> = HashMap::new();
     points
         .iter()
         .map(|p| {
-            seen.entry(std::sync::Arc::as_ptr(&p.dimensions))
-                .or_insert_with(|| dimensions_json(p).into())
+            by_map
+                .entry(Arc::as_ptr(&p.dimensions))
+                .or_insert_with(|| {
+                    let text = dimensions_json(p);
+                    by_text
+                        .entry(text)
+                        .or_insert_with_key(|t| t.as_str().into())
+                        .clone()
+                })
                 .clone()
         })
         .collect()
@@ -1015,19 +1024,61 @@ async fn sqlite_replace_points(
         .execute(&mut **tx)
         .await?;
 
-    // in key order, so the staging index and then metric_points grow by appending
-    let mut rows: Vec<(&Point, std::sync::Arc<str>)> =
-        points.iter().zip(dimension_texts(points)).collect();
-    rows.sort_by(|a, b| (&a.0.metric, a.0.day, &a.1).cmp(&(&b.0.metric, b.0.day, &b.1)));
-    for chunk in rows.chunks(4000) {
+    // in key order, so the staging index and then metric_points grow by appending. The order
+    // comes from the ranks of the few distinct metrics and dimension sets, not from comparing
+    // texts row by row, and every text is bound as a shared string: sqlx copies a borrowed
+    // string and formats a date for each row it binds (together a third of a 1M-point store)
+    let texts = dimension_texts(points);
+    let metrics: Vec<Arc<str>> = points
+        .iter()
+        .map(|p| p.metric.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(Arc::from)
+        .collect();
+    let mut day_texts: HashMap<NaiveDate, Arc<str>> = HashMap::new();
+    for p in points {
+        for day in [p.day, p.until] {
+            day_texts
+                .entry(day)
+                .or_insert_with(|| day.to_string().into());
+        }
+    }
+    // (the ranks are keyed by pointers, which must not live across an await)
+    let order = {
+        let metric_rank: HashMap<&str, usize> =
+            metrics.iter().enumerate().map(|(i, m)| (&**m, i)).collect();
+        let mut distinct: Vec<&Arc<str>> = texts.iter().collect();
+        // equal texts are one string (dimension_texts), so its address stands for its text
+        distinct.sort_unstable();
+        distinct.dedup();
+        let dimension_rank: HashMap<*const str, usize> = distinct
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (Arc::as_ptr(t), i))
+            .collect();
+        let mut order: Vec<(usize, NaiveDate, usize, usize)> = points
+            .iter()
+            .zip(&texts)
+            .enumerate()
+            .map(|(i, (p, text))| {
+                let metric = metric_rank[p.metric.as_str()];
+                (metric, p.day, dimension_rank[&Arc::as_ptr(text)], i)
+            })
+            .collect();
+        order.sort_unstable();
+        order
+    };
+    for chunk in order.chunks(4000) {
         let mut builder = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "INSERT INTO staging_points (metric, day, period_end, dimensions, value) ",
         );
-        builder.push_values(chunk, |mut row, (p, dimensions)| {
-            row.push_bind(&p.metric)
-                .push_bind(p.day)
-                .push_bind(p.until)
-                .push_bind(&**dimensions)
+        builder.push_values(chunk, |mut row, &(metric, _, _, i)| {
+            let p = &points[i];
+            row.push_bind(metrics[metric].clone())
+                .push_bind(day_texts[&p.day].clone())
+                .push_bind(day_texts[&p.until].clone())
+                .push_bind(texts[i].clone())
                 .push_bind(p.value);
         });
         builder.build().execute(&mut **tx).await?;
