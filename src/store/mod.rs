@@ -986,6 +986,17 @@ fn dimension_texts(points: &[Point]) -> Vec<Arc<str>> {
         .collect()
 }
 
+/// Each day and period end of the points as text, formatted once per day.
+fn day_texts(points: &[Point]) -> HashMap<NaiveDate, Arc<str>> {
+    let mut texts: HashMap<NaiveDate, Arc<str>> = HashMap::new();
+    for p in points {
+        for day in [p.day, p.until] {
+            texts.entry(day).or_insert_with(|| day.to_string().into());
+        }
+    }
+    texts
+}
+
 /// The metrics that have points, by one seek of the key's index per metric (a loose index
 /// scan: `SELECT DISTINCT` would read every point).
 const STORED_METRICS: &str = "WITH RECURSIVE m(metric) AS ( \
@@ -1036,14 +1047,7 @@ async fn sqlite_replace_points(
         .into_iter()
         .map(Arc::from)
         .collect();
-    let mut day_texts: HashMap<NaiveDate, Arc<str>> = HashMap::new();
-    for p in points {
-        for day in [p.day, p.until] {
-            day_texts
-                .entry(day)
-                .or_insert_with(|| day.to_string().into());
-        }
-    }
+    let day_texts = day_texts(points);
     // (the ranks are keyed by pointers, which must not live across an await)
     let order = {
         let metric_rank: HashMap<&str, usize> =
@@ -1184,12 +1188,13 @@ async fn pg_replace_points(
         .copy_in_raw("COPY staging_points (metric, day, period_end, dimensions, value) FROM STDIN")
         .await?;
     let mut buffer: Vec<u8> = Vec::with_capacity(COPY_BUFFER + 4096);
+    let days_text = day_texts(points);
     for (p, dimensions) in points.iter().zip(dimension_texts(points)) {
         copy_text(&mut buffer, &p.metric);
         buffer.push(b'\t');
-        buffer.extend_from_slice(p.day.to_string().as_bytes());
+        buffer.extend_from_slice(days_text[&p.day].as_bytes());
         buffer.push(b'\t');
-        buffer.extend_from_slice(p.until.to_string().as_bytes());
+        buffer.extend_from_slice(days_text[&p.until].as_bytes());
         buffer.push(b'\t');
         copy_text(&mut buffer, &dimensions);
         buffer.push(b'\t');

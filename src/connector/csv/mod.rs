@@ -1144,8 +1144,7 @@ impl FileState<'_> {
             .map_err(frame_err(format!("{shown}: cleaning values")))?;
 
         self.collect_rejects(&frame)?;
-        let mut keys = vec![col("__day")];
-        keys.extend((0..self.columns.dims.len()).map(|i| col(format!("__d{i}"))));
+        let keys = self.group_keys();
         let mut aggs = Vec::new();
         for i in 0..self.config.metrics.len() {
             aggs.push(col(format!("__m{i}")).sum().alias(format!("__m{i}")));
@@ -1182,15 +1181,10 @@ impl FileState<'_> {
         {
             return Ok(());
         }
-        let shown = self.shown;
-        let mut merged = self.partials.remove(0);
-        for partial in self.partials.drain(..) {
-            merged
-                .vstack_mut(&partial)
-                .map_err(frame_err(format!("{shown}: merging")))?;
-        }
-        let mut keys = vec![col("__day")];
-        keys.extend((0..self.columns.dims.len()).map(|i| col(format!("__d{i}"))));
+        let Some(merged) = self.merge_partials()? else {
+            return Ok(());
+        };
+        let keys = self.group_keys();
         let mut aggs = Vec::new();
         for i in 0..self.config.metrics.len() {
             for column in [format!("__m{i}"), format!("__n{i}"), format!("__z{i}")] {
@@ -1202,10 +1196,30 @@ impl FileState<'_> {
             .group_by(keys)
             .agg(aggs)
             .collect()
-            .map_err(frame_err(format!("{shown}: aggregating")))?;
+            .map_err(frame_err(format!("{}: aggregating", self.shown)))?;
         self.compacted_rows = summed.height();
         self.partials.push(summed);
         Ok(())
+    }
+
+    /// The columns chunk sums are grouped by: the day and each dimension.
+    fn group_keys(&self) -> Vec<Expr> {
+        let mut keys = vec![col("__day")];
+        keys.extend((0..self.columns.dims.len()).map(|i| col(format!("__d{i}"))));
+        keys
+    }
+
+    /// The chunk sums gathered so far, stacked into one frame (not yet summed).
+    fn merge_partials(&mut self) -> Result<Option<DataFrame>, ConnectorError> {
+        let Some(mut merged) = self.partials.pop() else {
+            return Ok(None);
+        };
+        for partial in self.partials.drain(..) {
+            merged
+                .vstack_mut(&partial)
+                .map_err(frame_err(format!("{}: merging", self.shown)))?;
+        }
+        Ok(Some(merged))
     }
 
     fn collect_rejects(&mut self, frame: &DataFrame) -> Result<(), ConnectorError> {
@@ -1309,14 +1323,9 @@ impl FileState<'_> {
         let shown = self.shown;
         let mut points = Vec::new();
         let mut covered = BTreeSet::new();
-        let Some(mut merged) = self.partials.pop() else {
+        let Some(merged) = self.merge_partials()? else {
             return Ok((points, covered));
         };
-        for partial in self.partials.drain(..) {
-            merged
-                .vstack_mut(&partial)
-                .map_err(frame_err(format!("{shown}: merging")))?;
-        }
         for i in 0..self.config.metrics.len() {
             let z: u64 = merged
                 .column(&format!("__z{i}"))
@@ -1325,8 +1334,7 @@ impl FileState<'_> {
                 .unwrap_or(0);
             self.censored_cells += z;
         }
-        let mut keys = vec![col("__day")];
-        keys.extend((0..self.columns.dims.len()).map(|i| col(format!("__d{i}"))));
+        let keys = self.group_keys();
         let mut aggs = Vec::new();
         for i in 0..self.config.metrics.len() {
             aggs.push(col(format!("__m{i}")).sum());
