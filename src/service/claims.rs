@@ -57,7 +57,9 @@ pub async fn lock_task(store: &Store, task: &str) -> anyhow::Result<Option<RunLo
         }
         Store::Sqlite(pool) => {
             let database = pool.connect_options().get_filename().to_path_buf();
-            if database.as_os_str().is_empty() || database.to_string_lossy().starts_with(':') {
+            // an in-memory database (sqlx names it `file:sqlx-in-memory-N`) lives in this
+            // process only: nothing to share, and no lock file to leave in the working directory
+            if !database.is_file() {
                 return Ok(Some(RunLock {
                     connection: None,
                     key: 0,

@@ -7,7 +7,7 @@
 //! (bulk loading, JSON), each database has its own function. To add an operation, write it
 //! with `on_pool!` first and split it only where the SQL must differ.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -997,6 +997,83 @@ fn day_texts(points: &[Point]) -> HashMap<NaiveDate, Arc<str>> {
     texts
 }
 
+/// The points in the key's order (metric, day, dimensions). The order comes from the ranks of
+/// the few distinct metrics and dimension sets, not from comparing texts point by point, and
+/// every text is a shared string: sqlx copies a borrowed string and formats a date for each
+/// row it binds (together a third of a 1M-point store).
+struct Keyed {
+    /// The distinct metrics, sorted.
+    metrics: Vec<Arc<str>>,
+    /// Each point's dimensions as JSON; equal texts are one string.
+    texts: Vec<Arc<str>>,
+    /// Each day and period end as text.
+    days: HashMap<NaiveDate, Arc<str>>,
+    /// (metric rank, day, dimensions rank, point index), in key order.
+    order: Vec<(usize, NaiveDate, usize, usize)>,
+}
+
+/// Points as (metric rank, point index), in key order.
+type KeyedRows = Vec<(usize, usize)>;
+
+impl Keyed {
+    fn new(points: &[Point]) -> Keyed {
+        let texts = dimension_texts(points);
+        let metrics: Vec<Arc<str>> = points
+            .iter()
+            .map(|p| p.metric.as_str())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .map(Arc::from)
+            .collect();
+        // (the ranks are keyed by pointers, which must not live across an await)
+        let order = {
+            let metric_rank: HashMap<&str, usize> =
+                metrics.iter().enumerate().map(|(i, m)| (&**m, i)).collect();
+            let mut distinct: Vec<&Arc<str>> = texts.iter().collect();
+            // equal texts are one string (dimension_texts), so its address stands for its text
+            distinct.sort_unstable();
+            distinct.dedup();
+            let dimension_rank: HashMap<*const str, usize> = distinct
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (Arc::as_ptr(t), i))
+                .collect();
+            let mut order: Vec<(usize, NaiveDate, usize, usize)> = points
+                .iter()
+                .zip(&texts)
+                .enumerate()
+                .map(|(i, (p, text))| {
+                    let metric = metric_rank[p.metric.as_str()];
+                    (metric, p.day, dimension_rank[&Arc::as_ptr(text)], i)
+                })
+                .collect();
+            order.sort_unstable();
+            order
+        };
+        Keyed {
+            metrics,
+            texts,
+            days: day_texts(points),
+            order,
+        }
+    }
+
+    /// The points in key order as (metric rank, point index): those on `occupied` days, then
+    /// the others.
+    fn split(&self, occupied: &HashSet<NaiveDate>) -> (KeyedRows, KeyedRows) {
+        let mut on_occupied = Vec::new();
+        let mut fresh = Vec::new();
+        for &(metric, day, _, i) in &self.order {
+            if occupied.contains(&day) {
+                on_occupied.push((metric, i));
+            } else {
+                fresh.push((metric, i));
+            }
+        }
+        (on_occupied, fresh)
+    }
+}
+
 /// The metrics that have points, by one seek of the key's index per metric (a loose index
 /// scan: `SELECT DISTINCT` would read every point).
 const STORED_METRICS: &str = "WITH RECURSIVE m(metric) AS ( \
@@ -1006,6 +1083,20 @@ const STORED_METRICS: &str = "WITH RECURSIVE m(metric) AS ( \
         FROM m WHERE m.metric IS NOT NULL) \
     SELECT metric FROM m WHERE metric IS NOT NULL";
 
+/// The days to look up stored points on: those the run covers and any its points fall on.
+fn probe_days(points: &[Point], days: &[NaiveDate]) -> Vec<NaiveDate> {
+    let mut probe: BTreeSet<NaiveDate> = days.iter().copied().collect();
+    probe.extend(points.iter().map(|p| p.day));
+    probe.into_iter().collect()
+}
+
+/// Rows per multi-row INSERT into metric_points: 8 parameters each, under SQLite's 32 766.
+const SQLITE_DIRECT_ROWS: usize = 4000;
+
+/// Replaces the connector's points on `days`. Points on days where the connector has nothing
+/// stored yet (a first load, a new day) are inserted straight into `metric_points`: there is
+/// nothing to compare or delete. Only the days it has points on already go through a staging
+/// table, an upsert and a delete of the stale points.
 async fn sqlite_replace_points(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     run_id: i64,
@@ -1014,6 +1105,56 @@ async fn sqlite_replace_points(
     days: &[NaiveDate],
     flags: Option<&str>,
 ) -> sqlx::Result<WriteStats> {
+    let keyed = Keyed::new(points);
+    // the key starts with the metric: the connector's stored days and stale points are found
+    // metric by metric, over every metric stored (a metric dropped from its file goes too)
+    let stored_metrics: Vec<String> = sqlx::query_scalar(STORED_METRICS)
+        .fetch_all(&mut **tx)
+        .await?;
+    let day_list = serde_json::to_string(&probe_days(points, days)).expect("dates serialize");
+    let mut occupied: HashSet<NaiveDate> = HashSet::new();
+    for metric in &stored_metrics {
+        let found: Vec<NaiveDate> = sqlx::query_scalar(
+            "SELECT d.value FROM json_each($3) AS d WHERE EXISTS (SELECT 1 FROM metric_points p \
+             WHERE p.metric = $2 AND p.day = d.value AND p.connector = $1)",
+        )
+        .bind(connector)
+        .bind(metric)
+        .bind(&day_list)
+        .fetch_all(&mut **tx)
+        .await?;
+        occupied.extend(found);
+    }
+    let (on_occupied, fresh) = keyed.split(&occupied);
+
+    let connector_text: Arc<str> = connector.into();
+    let flags_text: Option<Arc<str>> = flags.map(Arc::from);
+    let mut written = 0;
+    for chunk in fresh.chunks(SQLITE_DIRECT_ROWS) {
+        let mut builder = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO metric_points \
+             (connector, metric, day, period_end, dimensions, value, run_id, flags) ",
+        );
+        builder.push_values(chunk, |mut row, &(metric, i)| {
+            let p = &points[i];
+            row.push_bind(connector_text.clone())
+                .push_bind(keyed.metrics[metric].clone())
+                .push_bind(keyed.days[&p.day].clone())
+                .push_bind(keyed.days[&p.until].clone())
+                .push_bind(keyed.texts[i].clone())
+                .push_bind(p.value)
+                .push_bind(run_id)
+                .push_bind(flags_text.clone());
+        });
+        written += builder.build().execute(&mut **tx).await?.rows_affected();
+    }
+    if occupied.is_empty() {
+        return Ok(WriteStats {
+            written,
+            deleted: 0,
+        });
+    }
+
     sqlx::query(
         "CREATE TEMP TABLE IF NOT EXISTS staging_points \
          (metric TEXT, day TEXT, period_end TEXT, dimensions TEXT, value REAL)",
@@ -1034,60 +1175,28 @@ async fn sqlite_replace_points(
     sqlx::query("DELETE FROM staging_days")
         .execute(&mut **tx)
         .await?;
-
-    // in key order, so the staging index and then metric_points grow by appending. The order
-    // comes from the ranks of the few distinct metrics and dimension sets, not from comparing
-    // texts row by row, and every text is bound as a shared string: sqlx copies a borrowed
-    // string and formats a date for each row it binds (together a third of a 1M-point store)
-    let texts = dimension_texts(points);
-    let metrics: Vec<Arc<str>> = points
-        .iter()
-        .map(|p| p.metric.as_str())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .map(Arc::from)
-        .collect();
-    let day_texts = day_texts(points);
-    // (the ranks are keyed by pointers, which must not live across an await)
-    let order = {
-        let metric_rank: HashMap<&str, usize> =
-            metrics.iter().enumerate().map(|(i, m)| (&**m, i)).collect();
-        let mut distinct: Vec<&Arc<str>> = texts.iter().collect();
-        // equal texts are one string (dimension_texts), so its address stands for its text
-        distinct.sort_unstable();
-        distinct.dedup();
-        let dimension_rank: HashMap<*const str, usize> = distinct
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (Arc::as_ptr(t), i))
-            .collect();
-        let mut order: Vec<(usize, NaiveDate, usize, usize)> = points
-            .iter()
-            .zip(&texts)
-            .enumerate()
-            .map(|(i, (p, text))| {
-                let metric = metric_rank[p.metric.as_str()];
-                (metric, p.day, dimension_rank[&Arc::as_ptr(text)], i)
-            })
-            .collect();
-        order.sort_unstable();
-        order
-    };
-    for chunk in order.chunks(4000) {
+    // in key order, so the staging index and then metric_points grow by appending
+    for chunk in on_occupied.chunks(4000) {
         let mut builder = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "INSERT INTO staging_points (metric, day, period_end, dimensions, value) ",
         );
-        builder.push_values(chunk, |mut row, &(metric, _, _, i)| {
+        builder.push_values(chunk, |mut row, &(metric, i)| {
             let p = &points[i];
-            row.push_bind(metrics[metric].clone())
-                .push_bind(day_texts[&p.day].clone())
-                .push_bind(day_texts[&p.until].clone())
-                .push_bind(texts[i].clone())
+            row.push_bind(keyed.metrics[metric].clone())
+                .push_bind(keyed.days[&p.day].clone())
+                .push_bind(keyed.days[&p.until].clone())
+                .push_bind(keyed.texts[i].clone())
                 .push_bind(p.value);
         });
         builder.build().execute(&mut **tx).await?;
     }
-    for chunk in days.chunks(10000) {
+    // stale points go on the covered days only
+    let stale_days: Vec<NaiveDate> = days
+        .iter()
+        .copied()
+        .filter(|d| occupied.contains(d))
+        .collect();
+    for chunk in stale_days.chunks(10000) {
         let mut builder =
             sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO staging_days (day) ");
         builder.push_values(chunk, |mut row, d| {
@@ -1096,11 +1205,6 @@ async fn sqlite_replace_points(
         builder.build().execute(&mut **tx).await?;
     }
 
-    // the key starts with the metric: the connector's stale points are found metric by
-    // metric, over every metric stored (a metric dropped from the connector's file goes too)
-    let stored_metrics: Vec<String> = sqlx::query_scalar(STORED_METRICS)
-        .fetch_all(&mut **tx)
-        .await?;
     let mut deleted = 0;
     for metric in &stored_metrics {
         deleted += sqlx::query(
@@ -1115,7 +1219,7 @@ async fn sqlite_replace_points(
         .await?
         .rows_affected();
     }
-    let written = sqlx::query(
+    written += sqlx::query(
         "INSERT INTO metric_points \
          (connector, metric, day, period_end, dimensions, value, run_id, flags) \
          SELECT $1, metric, day, period_end, dimensions, value, $2, $3 FROM staging_points \
@@ -1153,6 +1257,47 @@ fn copy_text(out: &mut Vec<u8>, text: &str) {
     }
 }
 
+/// Streams points to a started COPY in text format, in 1 MB messages: each row is `prefix`,
+/// then metric, day, period end, dimensions and value, then `suffix`.
+async fn copy_points(
+    mut copy: sqlx::postgres::PgCopyIn<&mut PgConnection>,
+    keyed: &Keyed,
+    points: &[Point],
+    rows: &[(usize, usize)],
+    prefix: &[u8],
+    suffix: &[u8],
+) -> sqlx::Result<()> {
+    let mut buffer: Vec<u8> = Vec::with_capacity(COPY_BUFFER + 4096);
+    for &(metric, i) in rows {
+        let p = &points[i];
+        buffer.extend_from_slice(prefix);
+        copy_text(&mut buffer, &keyed.metrics[metric]);
+        buffer.push(b'\t');
+        buffer.extend_from_slice(keyed.days[&p.day].as_bytes());
+        buffer.push(b'\t');
+        buffer.extend_from_slice(keyed.days[&p.until].as_bytes());
+        buffer.push(b'\t');
+        copy_text(&mut buffer, &keyed.texts[i]);
+        buffer.push(b'\t');
+        // Display writes the shortest text that reads back as the same f64
+        buffer.extend_from_slice(p.value.to_string().as_bytes());
+        buffer.extend_from_slice(suffix);
+        buffer.push(b'\n');
+        if buffer.len() >= COPY_BUFFER {
+            copy.send(std::mem::take(&mut buffer)).await?;
+            buffer.reserve(COPY_BUFFER + 4096);
+        }
+    }
+    if !buffer.is_empty() {
+        copy.send(buffer).await?;
+    }
+    copy.finish().await?;
+    Ok(())
+}
+
+/// PostgreSQL's `sqlite_replace_points`: points on days where the connector has nothing stored
+/// go straight into `metric_points` by COPY; the days it has points on already go through a
+/// staging table, set-based updates, inserts and a delete of the stale points.
 async fn pg_replace_points(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     run_id: i64,
@@ -1161,6 +1306,51 @@ async fn pg_replace_points(
     days: &[NaiveDate],
     flags: Option<&str>,
 ) -> sqlx::Result<WriteStats> {
+    let keyed = Keyed::new(points);
+    // the key starts with the metric: the connector's stored days and stale points are looked
+    // up under every stored metric (a metric dropped from the connector's file goes too)
+    let stored_metrics: Vec<String> = sqlx::query_scalar(STORED_METRICS)
+        .fetch_all(&mut **tx)
+        .await?;
+    let occupied: HashSet<NaiveDate> = sqlx::query_scalar(
+        "SELECT d FROM unnest($3::date[]) AS d WHERE EXISTS (SELECT 1 FROM metric_points p \
+         WHERE p.metric = ANY($2) AND p.day = d AND p.connector = $1)",
+    )
+    .bind(connector)
+    .bind(&stored_metrics)
+    .bind(probe_days(points, days))
+    .fetch_all(&mut **tx)
+    .await?
+    .into_iter()
+    .collect();
+    let (on_occupied, fresh) = keyed.split(&occupied);
+
+    let mut written = 0;
+    if !fresh.is_empty() {
+        let mut prefix = Vec::new();
+        copy_text(&mut prefix, connector);
+        prefix.push(b'\t');
+        let mut suffix = format!("\t{run_id}\t").into_bytes();
+        match flags {
+            Some(flags) => copy_text(&mut suffix, flags),
+            None => suffix.extend_from_slice(b"\\N"),
+        }
+        let copy = tx
+            .copy_in_raw(
+                "COPY metric_points \
+                 (connector, metric, day, period_end, dimensions, value, run_id, flags) FROM STDIN",
+            )
+            .await?;
+        copy_points(copy, &keyed, points, &fresh, &prefix, &suffix).await?;
+        written += fresh.len() as u64;
+    }
+    if occupied.is_empty() {
+        return Ok(WriteStats {
+            written,
+            deleted: 0,
+        });
+    }
+
     sqlx::query(
         "CREATE TEMP TABLE staging_points \
          (metric TEXT, day DATE, period_end DATE, dimensions JSONB, value DOUBLE PRECISION) \
@@ -1183,42 +1373,20 @@ async fn pg_replace_points(
     ] {
         sqlx::query(setting).execute(&mut **tx).await?;
     }
-    // COPY in text format: the fastest way into PostgreSQL, streamed in 1 MB messages
-    let mut copy = tx
+    let copy = tx
         .copy_in_raw("COPY staging_points (metric, day, period_end, dimensions, value) FROM STDIN")
         .await?;
-    let mut buffer: Vec<u8> = Vec::with_capacity(COPY_BUFFER + 4096);
-    let days_text = day_texts(points);
-    for (p, dimensions) in points.iter().zip(dimension_texts(points)) {
-        copy_text(&mut buffer, &p.metric);
-        buffer.push(b'\t');
-        buffer.extend_from_slice(days_text[&p.day].as_bytes());
-        buffer.push(b'\t');
-        buffer.extend_from_slice(days_text[&p.until].as_bytes());
-        buffer.push(b'\t');
-        copy_text(&mut buffer, &dimensions);
-        buffer.push(b'\t');
-        // Display writes the shortest text that reads back as the same f64
-        buffer.extend_from_slice(p.value.to_string().as_bytes());
-        buffer.push(b'\n');
-        if buffer.len() >= COPY_BUFFER {
-            copy.send(std::mem::take(&mut buffer)).await?;
-            buffer.reserve(COPY_BUFFER + 4096);
-        }
-    }
-    if !buffer.is_empty() {
-        copy.send(buffer).await?;
-    }
-    copy.finish().await?;
+    copy_points(copy, &keyed, points, &on_occupied, b"", b"").await?;
     // no index on the staging table: every statement below joins it whole, by hash
     sqlx::query("ANALYZE staging_points")
         .execute(&mut **tx)
         .await?;
-    // the key starts with the metric: stale points are looked up under every stored metric
-    // (a metric dropped from the connector's file goes too)
-    let stored_metrics: Vec<String> = sqlx::query_scalar(STORED_METRICS)
-        .fetch_all(&mut **tx)
-        .await?;
+    // stale points go on the covered days only
+    let stale_days: Vec<NaiveDate> = days
+        .iter()
+        .copied()
+        .filter(|d| occupied.contains(d))
+        .collect();
     let deleted = sqlx::query(
         "DELETE FROM metric_points p WHERE p.metric = ANY($2) AND p.day = ANY($3::date[]) \
          AND p.connector = $1 \
@@ -1227,7 +1395,7 @@ async fn pg_replace_points(
     )
     .bind(connector)
     .bind(&stored_metrics)
-    .bind(days)
+    .bind(&stale_days)
     .execute(&mut **tx)
     .await?
     .rows_affected();
@@ -1235,7 +1403,7 @@ async fn pg_replace_points(
     // ones, both by hash join (measured on 750k points: 11.5 s as one INSERT .. ON CONFLICT,
     // 6.8 + 1.5 s this way; 1.5 s instead of 11.3 s when nothing changed). The connector's run
     // lock keeps other writers of these keys out.
-    let updated = sqlx::query(
+    written += sqlx::query(
         "UPDATE metric_points p \
          SET value = s.value, period_end = s.period_end, run_id = $2, flags = $3 \
          FROM staging_points s \
@@ -1252,7 +1420,7 @@ async fn pg_replace_points(
     .execute(&mut **tx)
     .await?
     .rows_affected();
-    let inserted = sqlx::query(
+    written += sqlx::query(
         "INSERT INTO metric_points \
          (connector, metric, day, period_end, dimensions, value, run_id, flags) \
          SELECT $1, s.metric, s.day, s.period_end, s.dimensions, s.value, $2, $3 \
@@ -1267,10 +1435,7 @@ async fn pg_replace_points(
     .execute(&mut **tx)
     .await?
     .rows_affected();
-    Ok(WriteStats {
-        written: updated + inserted,
-        deleted,
-    })
+    Ok(WriteStats { written, deleted })
 }
 
 #[cfg(test)]

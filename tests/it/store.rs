@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use krscore::connector::Point;
 use krscore::store::{RunRecord, Store};
 
@@ -164,6 +164,107 @@ async fn points_round_trip_in_memory() {
     let store = Store::connect("sqlite::memory:", 1).await.unwrap();
     reads_the_days_and_overlapping_periods(&store).await;
 }
+
+/// A run covering days the connector has points on and days it has none: the first are
+/// compared (unchanged, changed, stale), the others inserted as they are, with the run and
+/// its flags; another connector's points on the same days stay.
+async fn writes_stored_and_new_days(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let (x, y) = (dims(&[("region", "x")]), dims(&[("region", "y")]));
+    let mut first = Vec::new();
+    for d in 1..=3 {
+        let date = format!("2026-01-{d:02}");
+        first.push(point("sessions", &date, &date, &x, d as f64));
+        first.push(point("sessions", &date, &date, &y, 10.0 * d as f64));
+    }
+    let days = |from: u32, to: u32| -> Vec<NaiveDate> {
+        (from..=to)
+            .map(|d| day(&format!("2026-01-{d:02}")))
+            .collect()
+    };
+    let run = store.start_ingest_run("web", "manual").await.unwrap();
+    let stats = store
+        .commit_ingest_run(run, "web", &first, &days(1, 3), &[], &RunRecord::default())
+        .await
+        .unwrap();
+    assert_eq!((stats.written, stats.deleted), (6, 0));
+    let run = store.start_ingest_run("app", "manual").await.unwrap();
+    let app = [point("sessions", "2026-01-04", "2026-01-04", &x, 0.5)];
+    store
+        .commit_ingest_run(run, "app", &app, &days(4, 4), &[], &RunRecord::default())
+        .await
+        .unwrap();
+
+    // days 2-3 are stored (x unchanged on the 2nd, changed on the 3rd, y gone), 4-5 are new
+    let second = [
+        point("sessions", "2026-01-02", "2026-01-02", &x, 2.0),
+        point("sessions", "2026-01-03", "2026-01-03", &x, 33.0),
+        point("sessions", "2026-01-04", "2026-01-04", &x, 4.0),
+        point("sessions", "2026-01-04", "2026-01-04", &y, 40.0),
+        point("sessions", "2026-01-05", "2026-01-05", &x, 5.0),
+    ];
+    let run = store.start_ingest_run("web", "manual").await.unwrap();
+    let stats = store
+        .commit_ingest_run(run, "web", &second, &days(2, 5), &[], &RunRecord::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        (stats.written, stats.deleted),
+        (4, 2),
+        "one changed and three new points written, y of the 2nd and 3rd deleted"
+    );
+    // flags reach the points of new days too
+    let flagged = RunRecord {
+        flags: Some("sampled".to_string()),
+        ..RunRecord::default()
+    };
+    let sixth = [point("sessions", "2026-01-06", "2026-01-06", &x, 6.0)];
+    let last_run = store.start_ingest_run("web", "manual").await.unwrap();
+    store
+        .commit_ingest_run(last_run, "web", &sixth, &days(6, 6), &[], &flagged)
+        .await
+        .unwrap();
+
+    let loaded = store
+        .load_points(
+            &["sessions".to_string()],
+            day("2026-01-01"),
+            day("2026-01-06"),
+        )
+        .await
+        .unwrap();
+    let seen: Vec<(u32, String, f64, bool)> = loaded
+        .iter()
+        .map(|p| {
+            let region = p.dimensions.get("region").cloned().unwrap_or_default();
+            (p.day.day0() + 1, region, p.value, p.run_id == run)
+        })
+        .collect();
+    let expected = [
+        (1, "x", 1.0, false),
+        (1, "y", 10.0, false),
+        (2, "x", 2.0, false),
+        (3, "x", 33.0, true),
+        (4, "x", 0.5, false),
+        (4, "x", 4.0, true),
+        (4, "y", 40.0, true),
+        (5, "x", 5.0, true),
+        (6, "x", 6.0, false),
+    ];
+    let expected: Vec<(u32, String, f64, bool)> = expected
+        .iter()
+        .map(|(d, r, v, by_run)| (*d, r.to_string(), *v, *by_run))
+        .collect();
+    assert_eq!(seen, expected);
+    let sixth = loaded.last().unwrap();
+    assert_eq!(
+        (sixth.run_id, sixth.flags.as_deref()),
+        (last_run, Some("sampled"))
+    );
+    assert!(loaded[..8].iter().all(|p| p.flags.is_none()));
+}
+on_both!(writes_stored_and_new_days);
 
 /// A database written before points were keyed by metric keeps its points through the
 /// migration.
