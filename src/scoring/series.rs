@@ -18,25 +18,23 @@ pub type Series = BTreeMap<NaiveDate, f64>;
 /// Values of reports that cover a whole period: (first day, last day, value).
 type Spans = Vec<(NaiveDate, NaiveDate, f64)>;
 
-type Key = (String, String);
+/// What the points of one (base metric, filter) give.
+#[derive(Default)]
+struct Entry {
+    daily: Series,
+    /// Period values count in a window only when the whole period lies inside it.
+    spans: Spans,
+    /// The ingest runs that wrote each day's points.
+    runs: BTreeMap<NaiveDate, BTreeSet<i64>>,
+    /// What sources said about each day's points (`sampled`, `thresholded`).
+    flags: BTreeMap<NaiveDate, BTreeSet<String>>,
+}
 
 /// Daily series for every (base metric, filter) the KRs need.
 pub struct SeriesSet {
-    series: HashMap<Key, Series>,
-    /// Period values count in a window only when the whole period lies inside it.
-    spans: HashMap<Key, Spans>,
-    /// The ingest runs that wrote each day's points.
-    runs: HashMap<Key, BTreeMap<NaiveDate, BTreeSet<i64>>>,
-    /// What sources said about each day's points (`sampled`, `thresholded`).
-    flags: HashMap<Key, BTreeMap<NaiveDate, BTreeSet<String>>>,
-}
-
-fn filter_key(filter: &Filter) -> String {
-    serde_json::to_string(filter).expect("filter serializes")
-}
-
-fn key(metric: &str, filter: &Filter) -> Key {
-    (metric.to_string(), filter_key(filter))
+    /// By metric, then filter: looked up by reference, without building a key, since scoring
+    /// asks for a series many times per KR.
+    entries: HashMap<String, HashMap<Filter, Entry>>,
 }
 
 fn matches(dimensions: &BTreeMap<String, String>, filter: &Filter) -> bool {
@@ -68,10 +66,7 @@ impl SeriesSet {
             }
         }
 
-        let mut series = HashMap::new();
-        let mut spans: HashMap<Key, Spans> = HashMap::new();
-        let mut runs: HashMap<Key, BTreeMap<NaiveDate, BTreeSet<i64>>> = HashMap::new();
-        let mut flags: HashMap<Key, BTreeMap<NaiveDate, BTreeSet<String>>> = HashMap::new();
+        let mut entries: HashMap<String, HashMap<Filter, Entry>> = HashMap::new();
         for (metric, filter) in wanted {
             let list = by_metric
                 .get(metric.as_str())
@@ -90,57 +85,49 @@ impl SeriesSet {
             // daily sums in a fixed order (points arrive sorted by day, connector and
             // dimensions), so the same points always give the same bits: a parallel group-by
             // would add in a varying order and re-scoring unchanged data would change digits
-            let mut daily = Series::new();
-            let mut span_list = Spans::new();
-            let mut run_map: BTreeMap<NaiveDate, BTreeSet<i64>> = BTreeMap::new();
-            let mut flag_map: BTreeMap<NaiveDate, BTreeSet<String>> = BTreeMap::new();
+            let mut entry = Entry::default();
             for p in candidates.into_iter().map(|i| list[i]) {
-                run_map.entry(p.period_end).or_default().insert(p.run_id);
+                entry.runs.entry(p.period_end).or_default().insert(p.run_id);
                 if let Some(f) = p.flags.as_deref().filter(|f| !f.is_empty()) {
-                    flag_map
+                    entry
+                        .flags
                         .entry(p.period_end)
                         .or_default()
                         .extend(f.split(',').map(str::to_string));
                 }
                 if p.period_end > p.day {
-                    span_list.push((p.day, p.period_end, p.value));
+                    entry.spans.push((p.day, p.period_end, p.value));
                 } else {
-                    *daily.entry(p.day).or_insert(0.0) += p.value;
+                    *entry.daily.entry(p.day).or_insert(0.0) += p.value;
                 }
             }
-            if !span_list.is_empty() {
-                spans.insert(key(metric, filter), span_list);
-            }
-            runs.insert(key(metric, filter), run_map);
-            if !flag_map.is_empty() {
-                flags.insert(key(metric, filter), flag_map);
-            }
-            series.insert(key(metric, filter), daily);
+            entries
+                .entry(metric.clone())
+                .or_default()
+                .insert(filter.clone(), entry);
         }
-        SeriesSet {
-            series,
-            spans,
-            runs,
-            flags,
-        }
+        SeriesSet { entries }
+    }
+
+    fn entry(&self, metric: &str, filter: &Filter) -> Option<&Entry> {
+        self.entries.get(metric)?.get(filter)
     }
 
     /// A metric's values in `window`: one per day, and one per period value inside it (dated
     /// at the period's end), in day order.
     fn values(&self, metric: &str, filter: &Filter, window: Window) -> Vec<(NaiveDate, f64)> {
-        let k = key(metric, filter);
-        let mut dated: Vec<(NaiveDate, f64)> = self
-            .series
-            .get(&k)
-            .map(|s| {
-                s.range(window.start..=window.end)
-                    .map(|(d, v)| (*d, *v))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if let Some(spans) = self.spans.get(&k) {
+        let Some(entry) = self.entry(metric, filter) else {
+            return Vec::new();
+        };
+        let mut dated: Vec<(NaiveDate, f64)> = entry
+            .daily
+            .range(window.start..=window.end)
+            .map(|(d, v)| (*d, *v))
+            .collect();
+        if !entry.spans.is_empty() {
             dated.extend(
-                spans
+                entry
+                    .spans
                     .iter()
                     .filter(|(start, end, _)| window.contains(*start) && window.contains(*end))
                     .map(|(_, end, v)| (*end, *v)),
@@ -190,8 +177,8 @@ impl SeriesSet {
     ) -> Option<NaiveDate> {
         metrics
             .iter()
-            .filter_map(|m| self.runs.get(&key(m, filter)))
-            .filter_map(|runs| runs.range(..=day).next_back().map(|(d, _)| *d))
+            .filter_map(|m| self.entry(m, filter))
+            .filter_map(|e| e.runs.range(..=day).next_back().map(|(d, _)| *d))
             .max()
     }
 
@@ -204,11 +191,11 @@ impl SeriesSet {
     ) -> BTreeSet<i64> {
         let mut out = BTreeSet::new();
         for m in metrics {
-            let Some(runs) = self.runs.get(&key(m, filter)) else {
+            let Some(entry) = self.entry(m, filter) else {
                 continue;
             };
             for w in windows {
-                for (_, ids) in runs.range(w.start..=w.end) {
+                for (_, ids) in entry.runs.range(w.start..=w.end) {
                     out.extend(ids);
                 }
             }
@@ -225,11 +212,11 @@ impl SeriesSet {
     ) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
         for m in metrics {
-            let Some(flags) = self.flags.get(&key(m, filter)) else {
+            let Some(entry) = self.entry(m, filter) else {
                 continue;
             };
             for w in windows {
-                for (_, f) in flags.range(w.start..=w.end) {
+                for (_, f) in entry.flags.range(w.start..=w.end) {
                     out.extend(f.iter().cloned());
                 }
             }
@@ -268,7 +255,7 @@ impl SeriesSet {
         history: u32,
     ) -> Option<String> {
         for m in metrics {
-            let Some(series) = self.series.get(&key(m, filter)) else {
+            let Some(series) = self.entry(m, filter).map(|e| &e.daily) else {
                 continue;
             };
             for (day, value) in series.range(window.start..=window.end).rev().take(7) {

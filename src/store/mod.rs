@@ -558,12 +558,13 @@ impl Store {
         objectives: &[ObjectiveScoreRow],
     ) -> sqlx::Result<()> {
         let now = Utc::now();
-        let kr_sql = concat!(
+        // many rows per statement: one statement per row took 0.8 s for 10 000 KRs
+        let kr_insert = concat!(
             "INSERT INTO kr_scores (",
             kr_columns!(),
-            ", scoring_run_id, computed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-             $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, \
-             $28, $29, $30, $31, $32, $33, $34, $35, $36) \
+            ", scoring_run_id, computed_at) "
+        );
+        let kr_conflict = " \
              ON CONFLICT (kr_id, as_of) DO UPDATE SET objective_id = excluded.objective_id, \
              window_start = excluded.window_start, window_end = excluded.window_end, \
              elapsed = excluded.elapsed, kr_type = excluded.kr_type, value = excluded.value, \
@@ -580,11 +581,10 @@ impl Store {
              data_as_of = excluded.data_as_of, flags = excluded.flags, \
              source_runs = excluded.source_runs, definition_hash = excluded.definition_hash, \
              reason = excluded.reason, scoring_run_id = excluded.scoring_run_id, \
-             computed_at = excluded.computed_at"
-        );
-        let objective_sql = "INSERT INTO objective_scores (objective_id, as_of, score, grade, \
-            krs_scored, krs_total, scoring_run_id, computed_at) \
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             computed_at = excluded.computed_at";
+        let objective_insert = "INSERT INTO objective_scores (objective_id, as_of, score, grade, \
+            krs_scored, krs_total, scoring_run_id, computed_at) ";
+        let objective_conflict = " \
             ON CONFLICT (objective_id, as_of) DO UPDATE SET score = excluded.score, \
             grade = excluded.grade, krs_scored = excluded.krs_scored, \
             krs_total = excluded.krs_total, scoring_run_id = excluded.scoring_run_id, \
@@ -593,59 +593,63 @@ impl Store {
                       rows_written = $3 WHERE id = $1";
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            for r in krs {
-                sqlx::query(kr_sql)
-                    .bind(&r.kr_id)
-                    .bind(&r.objective_id)
-                    .bind(r.as_of)
-                    .bind(r.window_start)
-                    .bind(r.window_end)
-                    .bind(r.elapsed)
-                    .bind(&r.kr_type)
-                    .bind(r.value)
-                    .bind(r.baseline)
-                    .bind(r.target)
-                    .bind(r.target_original)
-                    .bind(r.target_effective)
-                    .bind(r.target_low)
-                    .bind(r.target_high)
-                    .bind(r.distance)
-                    .bind(r.raw)
-                    .bind(r.score)
-                    .bind(r.score_original)
-                    .bind(&r.grade)
-                    .bind(r.expected)
-                    .bind(r.expected_score)
-                    .bind(&r.status)
-                    .bind(r.forecast)
-                    .bind(r.forecast_score)
-                    .bind(r.spend)
-                    .bind(r.budget)
-                    .bind(r.budget_used)
-                    .bind(r.cost_per_point)
-                    .bind(r.stale)
-                    .bind(r.data_as_of)
-                    .bind(&r.flags)
-                    .bind(&r.source_runs)
-                    .bind(&r.definition_hash)
-                    .bind(&r.reason)
-                    .bind(run_id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+            for chunk in krs.chunks(SCORE_ROWS) {
+                let mut builder = sqlx::QueryBuilder::new(kr_insert);
+                builder.push_values(chunk, |mut row, r| {
+                    row.push_bind(&r.kr_id)
+                        .push_bind(&r.objective_id)
+                        .push_bind(r.as_of)
+                        .push_bind(r.window_start)
+                        .push_bind(r.window_end)
+                        .push_bind(r.elapsed)
+                        .push_bind(&r.kr_type)
+                        .push_bind(r.value)
+                        .push_bind(r.baseline)
+                        .push_bind(r.target)
+                        .push_bind(r.target_original)
+                        .push_bind(r.target_effective)
+                        .push_bind(r.target_low)
+                        .push_bind(r.target_high)
+                        .push_bind(r.distance)
+                        .push_bind(r.raw)
+                        .push_bind(r.score)
+                        .push_bind(r.score_original)
+                        .push_bind(&r.grade)
+                        .push_bind(r.expected)
+                        .push_bind(r.expected_score)
+                        .push_bind(&r.status)
+                        .push_bind(r.forecast)
+                        .push_bind(r.forecast_score)
+                        .push_bind(r.spend)
+                        .push_bind(r.budget)
+                        .push_bind(r.budget_used)
+                        .push_bind(r.cost_per_point)
+                        .push_bind(r.stale)
+                        .push_bind(r.data_as_of)
+                        .push_bind(&r.flags)
+                        .push_bind(&r.source_runs)
+                        .push_bind(&r.definition_hash)
+                        .push_bind(&r.reason)
+                        .push_bind(run_id)
+                        .push_bind(now);
+                });
+                builder.push(kr_conflict);
+                builder.build().execute(&mut *tx).await?;
             }
-            for r in objectives {
-                sqlx::query(objective_sql)
-                    .bind(&r.objective_id)
-                    .bind(r.as_of)
-                    .bind(r.score)
-                    .bind(&r.grade)
-                    .bind(r.krs_scored)
-                    .bind(r.krs_total)
-                    .bind(run_id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+            for chunk in objectives.chunks(SCORE_ROWS) {
+                let mut builder = sqlx::QueryBuilder::new(objective_insert);
+                builder.push_values(chunk, |mut row, r| {
+                    row.push_bind(&r.objective_id)
+                        .push_bind(r.as_of)
+                        .push_bind(r.score)
+                        .push_bind(&r.grade)
+                        .push_bind(r.krs_scored)
+                        .push_bind(r.krs_total)
+                        .push_bind(run_id)
+                        .push_bind(now);
+                });
+                builder.push(objective_conflict);
+                builder.build().execute(&mut *tx).await?;
             }
             sqlx::query(finish)
                 .bind(run_id)
@@ -996,6 +1000,9 @@ fn day_texts(points: &[Point]) -> HashMap<NaiveDate, Arc<str>> {
     }
     texts
 }
+
+/// Score rows per multi-row INSERT: 36 parameters each, under SQLite's 32 766.
+const SCORE_ROWS: usize = 800;
 
 /// The points in the key's order (metric, day, dimensions). The order comes from the ranks of
 /// the few distinct metrics and dimension sets, not from comparing texts point by point, and
