@@ -264,7 +264,7 @@ async fn preview(
         };
         table.add_row([
             day,
-            p.metric.clone(),
+            p.metric.to_string(),
             dims.join(" "),
             format!("{}", p.value),
         ]);
@@ -275,7 +275,7 @@ async fn preview(
     }
     let mut totals: std::collections::BTreeMap<&str, (usize, f64)> = Default::default();
     for p in &points {
-        let entry = totals.entry(p.metric.as_str()).or_default();
+        let entry = totals.entry(&*p.metric).or_default();
         entry.0 += 1;
         entry.1 += p.value;
     }

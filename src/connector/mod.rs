@@ -16,7 +16,7 @@ use chrono::NaiveDate;
 /// One number: a metric on a day for a set of dimensions.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Point {
-    pub metric: String,
+    pub metric: std::sync::Arc<str>,
     pub day: NaiveDate,
     /// The last day the value covers: `day` itself for daily data, later for a report that
     /// covers a whole period without a date column.

@@ -1027,7 +1027,7 @@ impl Keyed {
         let texts = dimension_texts(points);
         let metrics: Vec<Arc<str>> = points
             .iter()
-            .map(|p| p.metric.as_str())
+            .map(|p| &*p.metric)
             .collect::<BTreeSet<_>>()
             .into_iter()
             .map(Arc::from)
@@ -1050,7 +1050,7 @@ impl Keyed {
                 .zip(&texts)
                 .enumerate()
                 .map(|(i, (p, text))| {
-                    let metric = metric_rank[p.metric.as_str()];
+                    let metric = metric_rank[&*p.metric];
                     (metric, p.day, dimension_rank[&Arc::as_ptr(text)], i)
                 })
                 .collect();

@@ -75,7 +75,7 @@ fn sum(extract: &Extract, metric: &str) -> f64 {
     extract
         .points
         .iter()
-        .filter(|p| p.metric == metric)
+        .filter(|p| *p.metric == *metric)
         .map(|p| p.value)
         .sum()
 }
@@ -84,7 +84,7 @@ fn sum_on(extract: &Extract, metric: &str, on: &str) -> f64 {
     extract
         .points
         .iter()
-        .filter(|p| p.metric == metric && p.day == day(on))
+        .filter(|p| *p.metric == *metric && p.day == day(on))
         .map(|p| p.value)
         .sum()
 }
@@ -229,7 +229,7 @@ users = "ym:s:users"
     assert!(
         e.points
             .iter()
-            .any(|p| p.metric == "visits" && p.value == 12.0 && p.dimensions.is_empty())
+            .any(|p| &*p.metric == "visits" && p.value == 12.0 && p.dimensions.is_empty())
     );
     assert!(e.flags.contains("sampled"));
     let requests = mock.requests();

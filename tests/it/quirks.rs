@@ -84,14 +84,14 @@ fn total(extract: &Extract, metric: &str) -> f64 {
     extract
         .points
         .iter()
-        .filter(|p| p.metric == metric)
+        .filter(|p| *p.metric == *metric)
         .map(|p| p.value)
         .sum()
 }
 
 fn by(extract: &Extract, metric: &str, dimension: &str) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
-    for p in extract.points.iter().filter(|p| p.metric == metric) {
+    for p in extract.points.iter().filter(|p| *p.metric == *metric) {
         let key = p.dimensions.get(dimension).cloned().unwrap_or_default();
         *out.entry(key).or_default() += p.value;
     }
@@ -100,7 +100,7 @@ fn by(extract: &Extract, metric: &str, dimension: &str) -> BTreeMap<String, f64>
 
 fn by_day(extract: &Extract, metric: &str) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
-    for p in extract.points.iter().filter(|p| p.metric == metric) {
+    for p in extract.points.iter().filter(|p| *p.metric == *metric) {
         *out.entry(p.day.to_string()).or_default() += p.value;
     }
     out
@@ -359,7 +359,7 @@ column = "Search impr. share"
         0.0,
         "censored `< 10%` / `> 90%` and `--` are missing"
     );
-    assert!(e.points.iter().all(|p| p.metric != "share"));
+    assert!(e.points.iter().all(|p| &*p.metric != "share"));
     assert!(
         e.warnings.iter().any(|w| w.contains("censored")),
         "{:?}",
@@ -425,7 +425,7 @@ column = "Impressions"
     assert!(ids.contains_key("120210000000000001") && ids.contains_key("120210000000000002"));
     assert_eq!(total(&e, "results"), 3.0);
     assert_eq!(
-        e.points.iter().filter(|p| p.metric == "results").count(),
+        e.points.iter().filter(|p| &*p.metric == "results").count(),
         1,
         "an empty Results cell is missing, not 0"
     );
@@ -930,7 +930,7 @@ column = "Doelwaarde"
         .points
         .iter()
         .filter(|p| {
-            p.metric == "sessions"
+            &*p.metric == "sessions"
                 && p.dimensions.get("version").map(String::as_str) == Some("40.0.2214.111")
         })
         .map(|p| p.value)
@@ -995,7 +995,7 @@ times = "Impressions"
     let in_window = |metric: &str| -> f64 {
         e.points
             .iter()
-            .filter(|p| p.metric == metric)
+            .filter(|p| *p.metric == *metric)
             .filter(|p| {
                 p.day.to_string().as_str() >= "2025-03-17"
                     && p.day.to_string().as_str() <= "2025-04-19"

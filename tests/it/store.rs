@@ -23,7 +23,7 @@ fn point(
     value: f64,
 ) -> Point {
     Point {
-        metric: metric.to_string(),
+        metric: metric.into(),
         day: day(from),
         until: day(until),
         dimensions: dims.clone(),

@@ -1369,23 +1369,48 @@ impl FileState<'_> {
                 .and_then(|c| c.u64().cloned());
             metric_cols.push((sums.map_err(err("sums"))?, counts.map_err(err("counts"))?));
         }
+        // one map per distinct dimension set, shared by its points on every day (a year of a
+        // few thousand sets is millions of groups: a map each took most of a sync's memory)
+        let mut sets: HashMap<Vec<Option<&str>>, Arc<BTreeMap<String, String>>> = HashMap::new();
+        let mut cells: Vec<Option<&str>> = Vec::with_capacity(dim_cols.len());
+        let metric_names: Vec<Arc<str>> = self
+            .config
+            .metrics
+            .iter()
+            .map(|m| Arc::from(m.name.as_str()))
+            .collect();
         for row in 0..grouped.height() {
             let Some(day) = day_col.get(row).map(day_from_number) else {
                 continue;
             };
             let until = self.fixed_period.map_or(day, |(_, end)| end);
             covered.insert(day);
-            let mut dimensions = BTreeMap::new();
-            for ((name, _), values) in self.columns.dims.iter().zip(&dim_cols) {
-                if let Some(value) = values.get(row).filter(|v| !v.is_empty()) {
-                    dimensions.insert(name.clone(), value.to_string());
+            cells.clear();
+            cells.extend(dim_cols.iter().map(|values| values.get(row)));
+            let dimensions = match sets.get(cells.as_slice()) {
+                Some(set) => set.clone(),
+                None => {
+                    let mut dimensions = BTreeMap::new();
+                    for ((name, _), value) in self.columns.dims.iter().zip(&cells) {
+                        if let Some(value) = value.filter(|v| !v.is_empty()) {
+                            dimensions.insert(name.clone(), value.to_string());
+                        }
+                    }
+                    for (name, value) in &self.config.constants {
+                        dimensions.insert(name.clone(), value.clone());
+                    }
+                    let set = Arc::new(dimensions);
+                    sets.insert(cells.clone(), set.clone());
+                    set
                 }
-            }
-            for (name, value) in &self.config.constants {
-                dimensions.insert(name.clone(), value.clone());
-            }
-            let dimensions = std::sync::Arc::new(dimensions);
-            for (metric, (sums, counts)) in self.config.metrics.iter().zip(&metric_cols) {
+            };
+            for ((metric, (sums, counts)), name) in self
+                .config
+                .metrics
+                .iter()
+                .zip(&metric_cols)
+                .zip(&metric_names)
+            {
                 if counts.get(row).unwrap_or(0) == 0 {
                     continue;
                 }
@@ -1400,7 +1425,7 @@ impl FileState<'_> {
                     ));
                 }
                 points.push(Point {
-                    metric: metric.name.clone(),
+                    metric: name.clone(),
                     day,
                     until,
                     dimensions: dimensions.clone(),
@@ -1464,7 +1489,7 @@ fn check_totals(
         let index = state.columns.sources[slot];
         let loaded: f64 = points
             .iter()
-            .filter(|p| p.metric == metric.name)
+            .filter(|p| *p.metric == *metric.name)
             .map(|p| p.value)
             .sum();
         let stated: Vec<(u64, f64)> = totals

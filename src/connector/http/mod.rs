@@ -979,7 +979,7 @@ type PointKey = (String, NaiveDate, NaiveDate, Vec<(String, String)>);
 
 fn point_key(p: &Point) -> PointKey {
     (
-        p.metric.clone(),
+        p.metric.to_string(),
         p.day,
         p.until,
         p.dimensions
