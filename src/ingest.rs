@@ -165,6 +165,7 @@ async fn sync_run(
             Err(err) => Err(err),
         };
         let read_ms = started.elapsed().as_millis() as u64;
+        let read_peak_rss_mb = crate::telemetry::peak_rss_mb();
         let extract = match fetched {
             Ok(extract) => extract,
             Err(err) => {
@@ -258,6 +259,8 @@ async fn sync_run(
             points_deleted = stats.deleted,
             days = days.len(),
             read_ms,
+            read_peak_rss_mb,
+            peak_rss_mb = crate::telemetry::peak_rss_mb(),
             store_ms = store_started.elapsed().as_millis() as u64,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "connector run finished"

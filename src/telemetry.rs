@@ -39,3 +39,11 @@ pub fn init(settings: &LogSettings, verbose: bool) {
         LogFormat::Text => builder.with_target(false).compact().try_init(),
     };
 }
+
+/// The process's peak resident memory so far in MB (`VmHWM`), where the system tells it.
+pub fn peak_rss_mb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024)
+}

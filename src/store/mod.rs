@@ -964,120 +964,118 @@ fn revisions_json(revisions: &[(NaiveDate, String, Option<String>)]) -> serde_js
         .collect()
 }
 
-fn dimensions_json(point: &Point) -> String {
-    serde_json::to_string(&*point.dimensions).expect("string map serializes")
-}
-
-/// The dimensions of each point as JSON, written once per shared dimension map; equal texts
-/// share one string.
-fn dimension_texts(points: &[Point]) -> Vec<Arc<str>> {
-    let mut by_map: HashMap<*const BTreeMap<String, String>, Arc<str>> = HashMap::new();
-    let mut by_text: HashMap<String, Arc<str>> = HashMap::new();
-    points
-        .iter()
-        .map(|p| {
-            by_map
-                .entry(Arc::as_ptr(&p.dimensions))
-                .or_insert_with(|| {
-                    let text = dimensions_json(p);
-                    by_text
-                        .entry(text)
-                        .or_insert_with_key(|t| t.as_str().into())
-                        .clone()
-                })
-                .clone()
-        })
-        .collect()
-}
-
-/// Each day and period end of the points as text, formatted once per day.
-fn day_texts(points: &[Point]) -> HashMap<NaiveDate, Arc<str>> {
-    let mut texts: HashMap<NaiveDate, Arc<str>> = HashMap::new();
-    for p in points {
-        for day in [p.day, p.until] {
-            texts.entry(day).or_insert_with(|| day.to_string().into());
-        }
-    }
-    texts
-}
-
 /// Score rows per multi-row INSERT: 36 parameters each, under SQLite's 32 766.
 const SCORE_ROWS: usize = 800;
 
-/// The points in the key's order (metric, day, dimensions). The order comes from the ranks of
-/// the few distinct metrics and dimension sets, not from comparing texts point by point, and
-/// every text is a shared string: sqlx copies a borrowed string and formats a date for each
-/// row it binds (together a third of a 1M-point store).
+/// The points in the key's order (metric, day, dimensions), with every text they are written
+/// with made once: sqlx copies a borrowed string and formats a date for each row it binds
+/// (together a third of a 1M-point store), so texts are bound as shared strings. The order is
+/// sorted on one number per point made of the ranks of the few distinct metrics and dimension
+/// sets, not by comparing texts.
 struct Keyed {
-    /// The distinct metrics, sorted.
-    metrics: Vec<Arc<str>>,
-    /// Each point's dimensions as JSON; equal texts are one string.
-    texts: Vec<Arc<str>>,
-    /// Each day and period end as text.
-    days: HashMap<NaiveDate, Arc<str>>,
-    /// (metric rank, day, dimensions rank, point index), in key order.
-    order: Vec<(usize, NaiveDate, usize, usize)>,
+    /// The distinct dimension sets as JSON, sorted.
+    sets: Vec<Arc<str>>,
+    /// Each point's dimension set, as an index into `sets`.
+    set_of: Vec<usize>,
+    /// The text of every day from `first_day` on that a point starts or ends on.
+    first_day: NaiveDate,
+    day_texts: Vec<Option<Arc<str>>>,
+    /// Point indices in key order.
+    order: Vec<usize>,
 }
-
-/// Points as (metric rank, point index), in key order.
-type KeyedRows = Vec<(usize, usize)>;
 
 impl Keyed {
     fn new(points: &[Point]) -> Keyed {
-        let texts = dimension_texts(points);
-        let metrics: Vec<Arc<str>> = points
+        let first_day = points.iter().map(|p| p.day).min().unwrap_or_default();
+        let last_day = points.iter().map(|p| p.until).max().unwrap_or(first_day);
+        let mut day_texts: Vec<Option<Arc<str>>> =
+            vec![None; (last_day - first_day).num_days().max(0) as usize + 1];
+        for p in points {
+            for day in [p.day, p.until] {
+                let slot = &mut day_texts[(day - first_day).num_days() as usize];
+                if slot.is_none() {
+                    *slot = Some(day.to_string().into());
+                }
+            }
+        }
+
+        // the points of a row group are neighbours and share their map and metric, so the last
+        // one seen answers most lookups (pointers stay inside this function: no await here)
+        let mut set_by_map: HashMap<*const BTreeMap<String, String>, usize> = HashMap::new();
+        let mut texts: Vec<String> = Vec::new();
+        let mut last: Option<(*const BTreeMap<String, String>, usize)> = None;
+        let mut set_of: Vec<usize> = Vec::with_capacity(points.len());
+        for p in points {
+            let map = Arc::as_ptr(&p.dimensions);
+            let set = match last {
+                Some((seen, set)) if seen == map => set,
+                _ => *set_by_map.entry(map).or_insert_with(|| {
+                    texts.push(serde_json::to_string(&*p.dimensions).expect("maps serialize"));
+                    texts.len() - 1
+                }),
+            };
+            last = Some((map, set));
+            set_of.push(set);
+        }
+        // equal maps from different rows become one set, ranked in text order
+        let mut by_text: Vec<usize> = (0..texts.len()).collect();
+        by_text.sort_unstable_by(|a, b| texts[*a].cmp(&texts[*b]));
+        let mut sets: Vec<Arc<str>> = Vec::new();
+        let mut rank = vec![0; texts.len()];
+        for i in by_text {
+            if sets.last().is_none_or(|t| **t != *texts[i]) {
+                sets.push(texts[i].as_str().into());
+            }
+            rank[i] = sets.len() - 1;
+        }
+        for set in &mut set_of {
+            *set = rank[*set];
+        }
+
+        let metrics: BTreeSet<&str> = points.iter().map(|p| &*p.metric).collect();
+        let metric_rank: HashMap<&str, u64> = metrics.into_iter().zip(0..).collect();
+        let mut last_metric: Option<(*const u8, u64)> = None;
+        let mut keys: Vec<(u64, usize)> = points
             .iter()
-            .map(|p| &*p.metric)
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .map(Arc::from)
+            .enumerate()
+            .map(|(i, p)| {
+                let name = p.metric.as_ptr();
+                let metric = match last_metric {
+                    Some((seen, rank)) if seen == name => rank,
+                    _ => metric_rank[&*p.metric],
+                };
+                last_metric = Some((name, metric));
+                // metric rank, days from the first day and set rank in one number: below
+                // 4 096 metrics, 2 800 years and 4 294 967 296 sets
+                let day = (p.day - first_day).num_days() as u64;
+                (metric << 52 | day << 32 | set_of[i] as u64, i)
+            })
             .collect();
-        // (the ranks are keyed by pointers, which must not live across an await)
-        let order = {
-            let metric_rank: HashMap<&str, usize> =
-                metrics.iter().enumerate().map(|(i, m)| (&**m, i)).collect();
-            let mut distinct: Vec<&Arc<str>> = texts.iter().collect();
-            // equal texts are one string (dimension_texts), so its address stands for its text
-            distinct.sort_unstable();
-            distinct.dedup();
-            let dimension_rank: HashMap<*const str, usize> = distinct
-                .iter()
-                .enumerate()
-                .map(|(i, t)| (Arc::as_ptr(t), i))
-                .collect();
-            let mut order: Vec<(usize, NaiveDate, usize, usize)> = points
-                .iter()
-                .zip(&texts)
-                .enumerate()
-                .map(|(i, (p, text))| {
-                    let metric = metric_rank[&*p.metric];
-                    (metric, p.day, dimension_rank[&Arc::as_ptr(text)], i)
-                })
-                .collect();
-            order.sort_unstable();
-            order
-        };
+        keys.sort_unstable();
         Keyed {
-            metrics,
-            texts,
-            days: day_texts(points),
-            order,
+            sets,
+            set_of,
+            first_day,
+            day_texts,
+            order: keys.into_iter().map(|(_, i)| i).collect(),
         }
     }
 
-    /// The points in key order as (metric rank, point index): those on `occupied` days, then
-    /// the others.
-    fn split(&self, occupied: &HashSet<NaiveDate>) -> (KeyedRows, KeyedRows) {
-        let mut on_occupied = Vec::new();
-        let mut fresh = Vec::new();
-        for &(metric, day, _, i) in &self.order {
-            if occupied.contains(&day) {
-                on_occupied.push((metric, i));
-            } else {
-                fresh.push((metric, i));
-            }
-        }
-        (on_occupied, fresh)
+    fn day(&self, day: NaiveDate) -> &Arc<str> {
+        self.day_texts[(day - self.first_day).num_days() as usize]
+            .as_ref()
+            .expect("every point's days have a text")
+    }
+
+    fn dimensions(&self, point: usize) -> &Arc<str> {
+        &self.sets[self.set_of[point]]
+    }
+
+    /// The point indices in key order: those on `occupied` days, then the others.
+    fn split(&self, points: &[Point], occupied: &HashSet<NaiveDate>) -> (Vec<usize>, Vec<usize>) {
+        self.order
+            .iter()
+            .partition(|&&i| occupied.contains(&points[i].day))
     }
 }
 
@@ -1132,7 +1130,7 @@ async fn sqlite_replace_points(
         .await?;
         occupied.extend(found);
     }
-    let (on_occupied, fresh) = keyed.split(&occupied);
+    let (on_occupied, fresh) = keyed.split(points, &occupied);
 
     let connector_text: Arc<str> = connector.into();
     let flags_text: Option<Arc<str>> = flags.map(Arc::from);
@@ -1142,13 +1140,13 @@ async fn sqlite_replace_points(
             "INSERT INTO metric_points \
              (connector, metric, day, period_end, dimensions, value, run_id, flags) ",
         );
-        builder.push_values(chunk, |mut row, &(metric, i)| {
+        builder.push_values(chunk, |mut row, &i| {
             let p = &points[i];
             row.push_bind(connector_text.clone())
-                .push_bind(keyed.metrics[metric].clone())
-                .push_bind(keyed.days[&p.day].clone())
-                .push_bind(keyed.days[&p.until].clone())
-                .push_bind(keyed.texts[i].clone())
+                .push_bind(p.metric.clone())
+                .push_bind(keyed.day(p.day).clone())
+                .push_bind(keyed.day(p.until).clone())
+                .push_bind(keyed.dimensions(i).clone())
                 .push_bind(p.value)
                 .push_bind(run_id)
                 .push_bind(flags_text.clone());
@@ -1187,12 +1185,12 @@ async fn sqlite_replace_points(
         let mut builder = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "INSERT INTO staging_points (metric, day, period_end, dimensions, value) ",
         );
-        builder.push_values(chunk, |mut row, &(metric, i)| {
+        builder.push_values(chunk, |mut row, &i| {
             let p = &points[i];
-            row.push_bind(keyed.metrics[metric].clone())
-                .push_bind(keyed.days[&p.day].clone())
-                .push_bind(keyed.days[&p.until].clone())
-                .push_bind(keyed.texts[i].clone())
+            row.push_bind(p.metric.clone())
+                .push_bind(keyed.day(p.day).clone())
+                .push_bind(keyed.day(p.until).clone())
+                .push_bind(keyed.dimensions(i).clone())
                 .push_bind(p.value);
         });
         builder.build().execute(&mut **tx).await?;
@@ -1270,21 +1268,21 @@ async fn copy_points(
     mut copy: sqlx::postgres::PgCopyIn<&mut PgConnection>,
     keyed: &Keyed,
     points: &[Point],
-    rows: &[(usize, usize)],
+    rows: &[usize],
     prefix: &[u8],
     suffix: &[u8],
 ) -> sqlx::Result<()> {
     let mut buffer: Vec<u8> = Vec::with_capacity(COPY_BUFFER + 4096);
-    for &(metric, i) in rows {
+    for &i in rows {
         let p = &points[i];
         buffer.extend_from_slice(prefix);
-        copy_text(&mut buffer, &keyed.metrics[metric]);
+        copy_text(&mut buffer, &p.metric);
         buffer.push(b'\t');
-        buffer.extend_from_slice(keyed.days[&p.day].as_bytes());
+        buffer.extend_from_slice(keyed.day(p.day).as_bytes());
         buffer.push(b'\t');
-        buffer.extend_from_slice(keyed.days[&p.until].as_bytes());
+        buffer.extend_from_slice(keyed.day(p.until).as_bytes());
         buffer.push(b'\t');
-        copy_text(&mut buffer, &keyed.texts[i]);
+        copy_text(&mut buffer, keyed.dimensions(i));
         buffer.push(b'\t');
         // Display writes the shortest text that reads back as the same f64
         buffer.extend_from_slice(p.value.to_string().as_bytes());
@@ -1330,7 +1328,7 @@ async fn pg_replace_points(
     .await?
     .into_iter()
     .collect();
-    let (on_occupied, fresh) = keyed.split(&occupied);
+    let (on_occupied, fresh) = keyed.split(points, &occupied);
 
     let mut written = 0;
     if !fresh.is_empty() {

@@ -1379,6 +1379,9 @@ impl FileState<'_> {
             .iter()
             .map(|m| Arc::from(m.name.as_str()))
             .collect();
+        // at most one point per group and metric: reserved once, since growing a vector of
+        // millions of points copies it and holds both copies for a moment
+        points.reserve_exact(grouped.height() * metric_cols.len());
         for row in 0..grouped.height() {
             let Some(day) = day_col.get(row).map(day_from_number) else {
                 continue;
