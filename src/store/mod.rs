@@ -977,6 +977,8 @@ struct Keyed {
     sets: Vec<Arc<str>>,
     /// Each point's dimension set, as an index into `sets`.
     set_of: Vec<usize>,
+    /// The stored number of each of `sets` (`dimension_sets.id`), once resolved.
+    set_ids: Vec<i64>,
     /// The text of every day from `first_day` on that a point starts or ends on.
     first_day: NaiveDate,
     day_texts: Vec<Option<Arc<str>>>,
@@ -1055,6 +1057,7 @@ impl Keyed {
         Keyed {
             sets,
             set_of,
+            set_ids: Vec::new(),
             first_day,
             day_texts,
             order: keys.into_iter().map(|(_, i)| i).collect(),
@@ -1069,6 +1072,28 @@ impl Keyed {
 
     fn dimensions(&self, point: usize) -> &Arc<str> {
         &self.sets[self.set_of[point]]
+    }
+
+    fn dimension_set(&self, point: usize) -> i64 {
+        self.set_ids[self.set_of[point]]
+    }
+
+    /// The sets' texts, in order, as a list for a statement to unpack.
+    fn set_texts(&self) -> Vec<&str> {
+        self.sets.iter().map(|s| &**s).collect()
+    }
+
+    /// Takes the stored numbers of the sets, checking there is one for each.
+    fn resolved(&mut self, ids: Vec<i64>) -> sqlx::Result<()> {
+        if ids.len() != self.sets.len() {
+            return Err(sqlx::Error::Protocol(format!(
+                "{} dimension sets written, {} found",
+                self.sets.len(),
+                ids.len()
+            )));
+        }
+        self.set_ids = ids;
+        Ok(())
     }
 
     /// The point indices in key order: those on `occupied` days, then the others.
@@ -1095,8 +1120,8 @@ fn probe_days(points: &[Point], days: &[NaiveDate]) -> Vec<NaiveDate> {
     probe.into_iter().collect()
 }
 
-/// Rows per multi-row INSERT into metric_points: 8 parameters each, under SQLite's 32 766.
-const SQLITE_DIRECT_ROWS: usize = 4000;
+/// Rows per multi-row INSERT into metric_points: 9 parameters each, under SQLite's 32 766.
+const SQLITE_DIRECT_ROWS: usize = 3600;
 
 /// Replaces the connector's points on `days`. Points on days where the connector has nothing
 /// stored yet (a first load, a new day) are inserted straight into `metric_points`: there is
@@ -1110,7 +1135,24 @@ async fn sqlite_replace_points(
     days: &[NaiveDate],
     flags: Option<&str>,
 ) -> sqlx::Result<WriteStats> {
-    let keyed = Keyed::new(points);
+    let mut keyed = Keyed::new(points);
+    // every set the run has gets its number (new sets are added, in text order)
+    let sets = serde_json::to_string(&keyed.set_texts()).expect("texts serialize");
+    sqlx::query(
+        "INSERT INTO dimension_sets (dimensions) SELECT value FROM json_each($1) WHERE true \
+         ON CONFLICT (dimensions) DO NOTHING",
+    )
+    .bind(&sets)
+    .execute(&mut **tx)
+    .await?;
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT s.id FROM json_each($1) AS u JOIN dimension_sets s ON s.dimensions = u.value \
+         ORDER BY u.key",
+    )
+    .bind(&sets)
+    .fetch_all(&mut **tx)
+    .await?;
+    keyed.resolved(ids)?;
     // the key starts with the metric: the connector's stored days and stale points are found
     // metric by metric, over every metric stored (a metric dropped from its file goes too)
     let stored_metrics: Vec<String> = sqlx::query_scalar(STORED_METRICS)
@@ -1137,8 +1179,8 @@ async fn sqlite_replace_points(
     let mut written = 0;
     for chunk in fresh.chunks(SQLITE_DIRECT_ROWS) {
         let mut builder = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO metric_points \
-             (connector, metric, day, period_end, dimensions, value, run_id, flags) ",
+            "INSERT INTO metric_points (connector, metric, day, period_end, dimensions, \
+             dimension_set, value, run_id, flags) ",
         );
         builder.push_values(chunk, |mut row, &i| {
             let p = &points[i];
@@ -1147,6 +1189,7 @@ async fn sqlite_replace_points(
                 .push_bind(keyed.day(p.day).clone())
                 .push_bind(keyed.day(p.until).clone())
                 .push_bind(keyed.dimensions(i).clone())
+                .push_bind(keyed.dimension_set(i))
                 .push_bind(p.value)
                 .push_bind(run_id)
                 .push_bind(flags_text.clone());
@@ -1161,8 +1204,8 @@ async fn sqlite_replace_points(
     }
 
     sqlx::query(
-        "CREATE TEMP TABLE IF NOT EXISTS staging_points \
-         (metric TEXT, day TEXT, period_end TEXT, dimensions TEXT, value REAL)",
+        "CREATE TEMP TABLE IF NOT EXISTS staging_points (metric TEXT, day TEXT, \
+         period_end TEXT, dimensions TEXT, dimension_set INTEGER, value REAL)",
     )
     .execute(&mut **tx)
     .await?;
@@ -1170,7 +1213,8 @@ async fn sqlite_replace_points(
         .execute(&mut **tx)
         .await?;
     sqlx::query(
-        "CREATE INDEX IF NOT EXISTS staging_points_key ON staging_points (metric, day, dimensions)",
+        "CREATE INDEX IF NOT EXISTS staging_points_key \
+         ON staging_points (metric, day, dimension_set)",
     )
     .execute(&mut **tx)
     .await?;
@@ -1183,7 +1227,8 @@ async fn sqlite_replace_points(
     // in key order, so the staging index and then metric_points grow by appending
     for chunk in on_occupied.chunks(4000) {
         let mut builder = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO staging_points (metric, day, period_end, dimensions, value) ",
+            "INSERT INTO staging_points \
+             (metric, day, period_end, dimensions, dimension_set, value) ",
         );
         builder.push_values(chunk, |mut row, &i| {
             let p = &points[i];
@@ -1191,6 +1236,7 @@ async fn sqlite_replace_points(
                 .push_bind(keyed.day(p.day).clone())
                 .push_bind(keyed.day(p.until).clone())
                 .push_bind(keyed.dimensions(i).clone())
+                .push_bind(keyed.dimension_set(i))
                 .push_bind(p.value);
         });
         builder.build().execute(&mut **tx).await?;
@@ -1216,7 +1262,7 @@ async fn sqlite_replace_points(
             "DELETE FROM metric_points WHERE metric = $2 \
              AND day IN (SELECT day FROM staging_days) AND connector = $1 \
              AND NOT EXISTS (SELECT 1 FROM staging_points s WHERE s.metric = $2 \
-                 AND s.day = metric_points.day AND s.dimensions = metric_points.dimensions)",
+                 AND s.day = metric_points.day AND s.dimension_set = metric_points.dimension_set)",
         )
         .bind(connector)
         .bind(metric)
@@ -1226,10 +1272,10 @@ async fn sqlite_replace_points(
     }
     written += sqlx::query(
         "INSERT INTO metric_points \
-         (connector, metric, day, period_end, dimensions, value, run_id, flags) \
-         SELECT $1, metric, day, period_end, dimensions, value, $2, $3 FROM staging_points \
-         WHERE true ORDER BY metric, day, dimensions \
-         ON CONFLICT (metric, day, connector, dimensions) DO UPDATE \
+         (connector, metric, day, period_end, dimensions, dimension_set, value, run_id, flags) \
+         SELECT $1, metric, day, period_end, dimensions, dimension_set, value, $2, $3 \
+         FROM staging_points WHERE true ORDER BY metric, day, dimension_set \
+         ON CONFLICT (metric, day, connector, dimension_set) DO UPDATE \
          SET value = excluded.value, period_end = excluded.period_end, run_id = excluded.run_id, \
              flags = excluded.flags \
          WHERE abs(metric_points.value - excluded.value) > 1e-12 * abs(excluded.value) \
@@ -1263,7 +1309,7 @@ fn copy_text(out: &mut Vec<u8>, text: &str) {
 }
 
 /// Streams points to a started COPY in text format, in 1 MB messages: each row is `prefix`,
-/// then metric, day, period end, dimensions and value, then `suffix`.
+/// then metric, day, period end, dimensions, dimension set and value, then `suffix`.
 async fn copy_points(
     mut copy: sqlx::postgres::PgCopyIn<&mut PgConnection>,
     keyed: &Keyed,
@@ -1283,6 +1329,8 @@ async fn copy_points(
         buffer.extend_from_slice(keyed.day(p.until).as_bytes());
         buffer.push(b'\t');
         copy_text(&mut buffer, keyed.dimensions(i));
+        buffer.push(b'\t');
+        buffer.extend_from_slice(keyed.dimension_set(i).to_string().as_bytes());
         buffer.push(b'\t');
         // Display writes the shortest text that reads back as the same f64
         buffer.extend_from_slice(p.value.to_string().as_bytes());
@@ -1311,7 +1359,25 @@ async fn pg_replace_points(
     days: &[NaiveDate],
     flags: Option<&str>,
 ) -> sqlx::Result<WriteStats> {
-    let keyed = Keyed::new(points);
+    let mut keyed = Keyed::new(points);
+    // every set the run has gets its number (new sets are added, in text order, so two runs
+    // adding the same sets wait for each other in the same order)
+    let sets = keyed.set_texts();
+    sqlx::query(
+        "INSERT INTO dimension_sets (dimensions) SELECT d::jsonb FROM unnest($1::text[]) AS d \
+         ON CONFLICT (dimensions) DO NOTHING",
+    )
+    .bind(&sets)
+    .execute(&mut **tx)
+    .await?;
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT s.id::bigint FROM unnest($1::text[]) WITH ORDINALITY AS u(d, n) \
+         JOIN dimension_sets s ON s.dimensions = u.d::jsonb ORDER BY u.n",
+    )
+    .bind(&sets)
+    .fetch_all(&mut **tx)
+    .await?;
+    keyed.resolved(ids)?;
     // the key starts with the metric: the connector's stored days and stale points are looked
     // up under every stored metric (a metric dropped from the connector's file goes too)
     let stored_metrics: Vec<String> = sqlx::query_scalar(STORED_METRICS)
@@ -1342,8 +1408,8 @@ async fn pg_replace_points(
         }
         let copy = tx
             .copy_in_raw(
-                "COPY metric_points \
-                 (connector, metric, day, period_end, dimensions, value, run_id, flags) FROM STDIN",
+                "COPY metric_points (connector, metric, day, period_end, dimensions, \
+                 dimension_set, value, run_id, flags) FROM STDIN",
             )
             .await?;
         copy_points(copy, &keyed, points, &fresh, &prefix, &suffix).await?;
@@ -1357,9 +1423,8 @@ async fn pg_replace_points(
     }
 
     sqlx::query(
-        "CREATE TEMP TABLE staging_points \
-         (metric TEXT, day DATE, period_end DATE, dimensions JSONB, value DOUBLE PRECISION) \
-         ON COMMIT DROP",
+        "CREATE TEMP TABLE staging_points (metric TEXT, day DATE, period_end DATE, \
+         dimensions JSONB, dimension_set INTEGER, value DOUBLE PRECISION) ON COMMIT DROP",
     )
     .execute(&mut **tx)
     .await?;
@@ -1379,7 +1444,10 @@ async fn pg_replace_points(
         sqlx::query(setting).execute(&mut **tx).await?;
     }
     let copy = tx
-        .copy_in_raw("COPY staging_points (metric, day, period_end, dimensions, value) FROM STDIN")
+        .copy_in_raw(
+            "COPY staging_points (metric, day, period_end, dimensions, dimension_set, value) \
+             FROM STDIN",
+        )
         .await?;
     copy_points(copy, &keyed, points, &on_occupied, b"", b"").await?;
     // no index on the staging table: every statement below joins it whole, by hash
@@ -1396,7 +1464,7 @@ async fn pg_replace_points(
         "DELETE FROM metric_points p WHERE p.metric = ANY($2) AND p.day = ANY($3::date[]) \
          AND p.connector = $1 \
          AND NOT EXISTS (SELECT 1 FROM staging_points s WHERE s.metric = p.metric \
-             AND s.day = p.day AND s.dimensions = p.dimensions)",
+             AND s.day = p.day AND s.dimension_set = p.dimension_set)",
     )
     .bind(connector)
     .bind(&stored_metrics)
@@ -1413,7 +1481,7 @@ async fn pg_replace_points(
          SET value = s.value, period_end = s.period_end, run_id = $2, flags = $3 \
          FROM staging_points s \
          WHERE p.connector = $1 AND p.metric = s.metric AND p.day = s.day \
-           AND p.dimensions = s.dimensions \
+           AND p.dimension_set = s.dimension_set \
            AND (abs(p.value - s.value) > 1e-12 * abs(s.value) \
                 OR (s.value = 0 AND p.value <> 0) \
                 OR p.period_end IS DISTINCT FROM s.period_end \
@@ -1427,12 +1495,13 @@ async fn pg_replace_points(
     .rows_affected();
     written += sqlx::query(
         "INSERT INTO metric_points \
-         (connector, metric, day, period_end, dimensions, value, run_id, flags) \
-         SELECT $1, s.metric, s.day, s.period_end, s.dimensions, s.value, $2, $3 \
+         (connector, metric, day, period_end, dimensions, dimension_set, value, run_id, flags) \
+         SELECT $1, s.metric, s.day, s.period_end, s.dimensions, s.dimension_set, s.value, \
+             $2, $3 \
          FROM staging_points s \
          WHERE NOT EXISTS (SELECT 1 FROM metric_points p WHERE p.connector = $1 \
-             AND p.metric = s.metric AND p.day = s.day AND p.dimensions = s.dimensions) \
-         ORDER BY s.metric, s.day, s.dimensions",
+             AND p.metric = s.metric AND p.day = s.day AND p.dimension_set = s.dimension_set) \
+         ORDER BY s.metric, s.day, s.dimension_set",
     )
     .bind(connector)
     .bind(run_id)
