@@ -2,6 +2,7 @@
 //! (read over a connection of its own), SQLite in memory (through sqlx) and PostgreSQL.
 
 use std::collections::BTreeMap;
+use std::str::FromStr;
 use std::sync::Arc;
 
 use chrono::{Datelike, NaiveDate};
@@ -266,43 +267,51 @@ async fn writes_stored_and_new_days(backend: Backend) {
 }
 on_both!(writes_stored_and_new_days);
 
-/// A database written before points were keyed by metric keeps its points through the
-/// migration.
-#[tokio::test]
-async fn old_points_survive_the_rekeying_migration() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("old.db");
-    let url = format!("sqlite://{}", file.display());
-    {
-        // the schema as migrations 1 and 2 left it, with one run and two points
-        let options = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&file)
-            .create_if_missing(true);
-        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-        let old = tempfile::tempdir().unwrap();
-        for name in ["0001_initial.sql", "0002_point_flags.sql"] {
-            std::fs::copy(
-                repo().join("migrations/sqlite").join(name),
-                old.path().join(name),
-            )
-            .unwrap();
-        }
-        let migrator = sqlx::migrate::Migrator::new(old.path()).await.unwrap();
-        migrator.run(&pool).await.unwrap();
-        sqlx::raw_sql(
-            "INSERT INTO ingest_runs (connector, trigger, started_at, status) \
-             VALUES ('web', 'manual', '2026-01-01T00:00:00Z', 'succeeded'); \
-             INSERT INTO metric_points (connector, metric, day, period_end, dimensions, value, \
-                 run_id) \
-             VALUES ('web', 'sessions', '2026-01-02', '2026-01-02', '{\"region\":\"x\"}', 4.0, 1), \
-                    ('web', 'sessions', '2026-01-01', '2026-01-01', '{}', 2.5, 1);",
+/// A database written before points were keyed by metric and then by dimension set keeps
+/// its points through both migrations, each point numbered with its own set, and a sync
+/// afterwards adds to the same sets.
+async fn old_points_survive_the_rekeying_migrations(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let old = tempfile::tempdir().unwrap();
+    let dir = match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    for name in ["0001_initial.sql", "0002_point_flags.sql"] {
+        std::fs::copy(
+            repo().join("migrations").join(dir).join(name),
+            old.path().join(name),
         )
-        .execute(&pool)
-        .await
         .unwrap();
-        pool.close().await;
     }
-    let store = Store::connect(&url, 1).await.unwrap();
+    let migrator = sqlx::migrate::Migrator::new(old.path()).await.unwrap();
+    // the schema as migrations 1 and 2 left it, with one run and three points
+    let rows = "INSERT INTO ingest_runs (connector, trigger, started_at, status) \
+         VALUES ('web', 'manual', '2026-01-01T00:00:00Z', 'succeeded'); \
+         INSERT INTO metric_points (connector, metric, day, period_end, dimensions, value, \
+             run_id) \
+         VALUES ('web', 'sessions', '2026-01-02', '2026-01-02', '{\"region\":\"x\"}', 4.0, 1), \
+                ('web', 'sessions', '2026-01-01', '2026-01-01', '{}', 2.5, 1), \
+                ('web', 'orders', '2026-01-01', '2026-01-01', '{\"region\":\"x\"}', 1.0, 1);";
+    match backend {
+        Backend::Sqlite => {
+            let options = sqlx::sqlite::SqliteConnectOptions::from_str(&db.url)
+                .unwrap()
+                .create_if_missing(true);
+            let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+            migrator.run(&pool).await.unwrap();
+            sqlx::raw_sql(rows).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+            migrator.run(&pool).await.unwrap();
+            sqlx::raw_sql(rows).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+    }
+
+    let store = db.store().await;
     let loaded = store
         .load_points(
             &["sessions".to_string()],
@@ -322,4 +331,40 @@ async fn old_points_survive_the_rekeying_migration() {
             ("2026-01-02".to_string(), 4.0)
         ]
     );
+    assert_eq!(db.scalar("SELECT count(*) FROM dimension_sets").await, 2);
+    let matching = "SELECT count(*) FROM metric_points p \
+        JOIN dimension_sets s ON s.id = p.dimension_set WHERE s.dimensions = p.dimensions";
+    assert_eq!(
+        db.scalar(matching).await,
+        3,
+        "every point has its own set's number"
+    );
+
+    // a sync after the migration finds the stored sets and adds the new one
+    let run = store.start_ingest_run("web", "manual").await.unwrap();
+    let points = [
+        point(
+            "sessions",
+            "2026-01-02",
+            "2026-01-02",
+            &dims(&[("region", "x")]),
+            5.0,
+        ),
+        point(
+            "sessions",
+            "2026-01-03",
+            "2026-01-03",
+            &dims(&[("region", "y")]),
+            6.0,
+        ),
+    ];
+    let covered = [day("2026-01-02"), day("2026-01-03")];
+    let stats = store
+        .commit_ingest_run(run, "web", &points, &covered, &[], &RunRecord::default())
+        .await
+        .unwrap();
+    assert_eq!((stats.written, stats.deleted), (2, 0));
+    assert_eq!(db.scalar("SELECT count(*) FROM dimension_sets").await, 3);
+    assert_eq!(db.scalar("SELECT count(*) FROM metric_points").await, 4);
 }
+on_both!(old_points_survive_the_rekeying_migrations);
