@@ -83,7 +83,7 @@ impl SeriesSet {
             candidates.sort_unstable();
 
             // daily sums in a fixed order (points arrive sorted by day, connector and
-            // dimensions), so the same points always give the same bits: a parallel group-by
+            // dimension set), so the same points always give the same bits: a parallel group-by
             // would add in a varying order and re-scoring unchanged data would change digits
             let mut entry = Entry::default();
             for p in candidates.into_iter().map(|i| list[i]) {
