@@ -936,10 +936,12 @@ fn read_points_blocking(
     let mut out = Vec::new();
     let (from, to) = (from.to_string(), to.to_string());
     for metric in metrics {
+        // every row of the query is of this metric
+        let name = interner.metric(metric);
         let mut rows = statement.query(rusqlite::params![metric, from, to])?;
         while let Some(row) = rows.next()? {
             out.push(StoredPoint {
-                metric: interner.metric(row.get_ref(0)?.as_str()?),
+                metric: name.clone(),
                 day: stored_day(row.get_ref(1)?.as_str()?)?,
                 period_end: stored_day(row.get_ref(2)?.as_str()?)?,
                 dimensions: interner
