@@ -410,7 +410,7 @@ impl Store {
     }
 
     /// Points of `metrics` between `from` and `to` inclusive, in a fixed order (day,
-    /// connector, dimensions) so sums over them always come out the same to the bit.
+    /// connector, dimension set) so sums over them always come out the same to the bit.
     pub async fn load_points(
         &self,
         metrics: &[String],
@@ -429,18 +429,51 @@ impl Store {
                 .await?;
             }
         }
-        let mut interner = Interner::default();
-        let mut out = Vec::new();
+        let mut read: Vec<(Arc<str>, Vec<PointRow>)> = Vec::new();
         for metric in metrics {
             let rows: Vec<PointRow> = on_pool!(self, pool => {
                 sqlx::query_as(LOAD_POINTS).bind(metric).bind(from).bind(to).fetch_all(pool).await?
             });
-            for (metric, day, period_end, dimensions, value, run_id, flags, set) in rows {
+            read.push((metric.as_str().into(), rows));
+        }
+        // the dimensions of the sets the points have, each parsed once
+        let ids: Vec<i64> = read
+            .iter()
+            .flat_map(|(_, rows)| rows.iter().map(|r| r.5))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let texts: Vec<(i64, String)> =
+            match self {
+                Store::Sqlite(pool) => {
+                    let ids = serde_json::to_string(&ids).expect("numbers serialize");
+                    sqlx::query_as(
+                        "SELECT id, dimensions FROM dimension_sets \
+                     WHERE id IN (SELECT value FROM json_each($1))",
+                    )
+                    .bind(ids)
+                    .fetch_all(pool)
+                    .await?
+                }
+                Store::Postgres(pool) => sqlx::query_as(
+                    "SELECT id::bigint, dimensions::text FROM dimension_sets WHERE id = ANY($1)",
+                )
+                .bind(&ids)
+                .fetch_all(pool)
+                .await?,
+            };
+        let mut sets = DimensionSets::default();
+        for (id, text) in texts {
+            sets.dimensions(id, || Ok(Some(text)))?;
+        }
+        let mut out = Vec::with_capacity(read.iter().map(|(_, rows)| rows.len()).sum());
+        for (metric, rows) in read {
+            for (day, period_end, value, run_id, flags, set) in rows {
                 out.push(StoredPoint {
-                    metric: interner.metric(&metric),
+                    metric: metric.clone(),
                     day,
                     period_end,
-                    dimensions: interner.dimensions(set, || Ok(dimensions))?,
+                    dimensions: sets.dimensions(set, || Ok(None))?,
                     value,
                     run_id,
                     flags,
@@ -843,58 +876,37 @@ use finish_run;
 /// fixed order: day, connector, dimension set, the key's own order, so the daily points come
 /// without a sort.
 const LOAD_POINTS: &str = "\
-    SELECT metric, day, period_end, CAST(dimensions AS TEXT) AS dims, value, run_id, flags, \
-        CAST(dimension_set AS BIGINT) AS set_id, connector, dimension_set FROM metric_points \
+    SELECT day, period_end, value, run_id, flags, CAST(dimension_set AS BIGINT) AS set_id, \
+        connector, dimension_set FROM point_values \
     WHERE metric = $1 AND day >= $2 AND day <= $3 \
     UNION ALL \
-    SELECT metric, day, period_end, CAST(dimensions AS TEXT) AS dims, value, run_id, flags, \
-        CAST(dimension_set AS BIGINT) AS set_id, connector, dimension_set FROM metric_points \
+    SELECT day, period_end, value, run_id, flags, CAST(dimension_set AS BIGINT) AS set_id, \
+        connector, dimension_set FROM point_values \
     WHERE metric = $1 AND period_end > day AND period_end >= $2 AND day < $2 \
     ORDER BY day, connector, dimension_set";
 
-type PointRow = (
-    String,
-    NaiveDate,
-    NaiveDate,
-    String,
-    f64,
-    i64,
-    Option<String>,
-    i64,
-);
+type PointRow = (NaiveDate, NaiveDate, f64, i64, Option<String>, i64);
 
-/// Parses each distinct dimension set once and keeps one copy of each metric name.
+/// Dimension sets by number, each parsed once and shared by its points.
 #[derive(Default)]
-struct Interner {
-    metrics: HashMap<String, Arc<str>>,
-    /// By the set's number.
-    dimensions: HashMap<i64, Arc<BTreeMap<String, String>>>,
-}
+struct DimensionSets(HashMap<i64, Arc<BTreeMap<String, String>>>);
 
-impl Interner {
-    fn metric(&mut self, name: &str) -> Arc<str> {
-        if let Some(found) = self.metrics.get(name) {
-            return found.clone();
-        }
-        let shared: Arc<str> = name.into();
-        self.metrics.insert(name.to_string(), shared.clone());
-        shared
-    }
-
-    /// The dimensions of set `set`, parsed from `text` the first time the set is seen.
+impl DimensionSets {
+    /// The dimensions of set `set`, parsed from the text `find` gives the first time the set
+    /// is asked for.
     fn dimensions(
         &mut self,
         set: i64,
-        text: impl FnOnce() -> anyhow::Result<String>,
+        find: impl FnOnce() -> anyhow::Result<Option<String>>,
     ) -> anyhow::Result<Arc<BTreeMap<String, String>>> {
-        if let Some(found) = self.dimensions.get(&set) {
+        if let Some(found) = self.0.get(&set) {
             return Ok(found.clone());
         }
-        let text = text()?;
+        let text = find()?.with_context(|| format!("dimension set {set} is not stored"))?;
         let parsed: BTreeMap<String, String> = serde_json::from_str(&text)
             .with_context(|| format!("stored dimensions are not a JSON object of text: {text}"))?;
         let shared = Arc::new(parsed);
-        self.dimensions.insert(set, shared.clone());
+        self.0.insert(set, shared.clone());
         Ok(shared)
     }
 }
@@ -932,23 +944,27 @@ fn read_points_blocking(
     connection.busy_timeout(Duration::from_secs(30))?;
     connection.pragma_update(None, "cache_size", -131072)?;
     let mut statement = connection.prepare(LOAD_POINTS)?;
-    let mut interner = Interner::default();
+    let mut set_text = connection.prepare("SELECT dimensions FROM dimension_sets WHERE id = ?1")?;
+    let mut sets = DimensionSets::default();
     let mut out = Vec::new();
     let (from, to) = (from.to_string(), to.to_string());
     for metric in metrics {
         // every row of the query is of this metric
-        let name = interner.metric(metric);
+        let name: Arc<str> = metric.as_str().into();
         let mut rows = statement.query(rusqlite::params![metric, from, to])?;
         while let Some(row) = rows.next()? {
+            let set: i64 = row.get(5)?;
             out.push(StoredPoint {
                 metric: name.clone(),
-                day: stored_day(row.get_ref(1)?.as_str()?)?,
-                period_end: stored_day(row.get_ref(2)?.as_str()?)?,
-                dimensions: interner
-                    .dimensions(row.get(7)?, || Ok(row.get_ref(3)?.as_str()?.to_string()))?,
-                value: row.get(4)?,
-                run_id: row.get(5)?,
-                flags: row.get(6)?,
+                day: stored_day(row.get_ref(0)?.as_str()?)?,
+                period_end: stored_day(row.get_ref(1)?.as_str()?)?,
+                dimensions: sets.dimensions(set, || {
+                    use rusqlite::OptionalExtension;
+                    Ok(set_text.query_row([set], |r| r.get(0)).optional()?)
+                })?,
+                value: row.get(2)?,
+                run_id: row.get(3)?,
+                flags: row.get(4)?,
             });
         }
     }
@@ -1099,10 +1115,6 @@ impl Keyed {
             .expect("every point's days have a text")
     }
 
-    fn dimensions(&self, point: usize) -> &Arc<str> {
-        &self.sets[self.set_of[point]]
-    }
-
     fn dimension_set(&self, point: usize) -> i64 {
         self.set_ids[self.set_of[point]]
     }
@@ -1136,9 +1148,9 @@ impl Keyed {
 /// The metrics that have points, by one seek of the key's index per metric (a loose index
 /// scan: `SELECT DISTINCT` would read every point).
 const STORED_METRICS: &str = "WITH RECURSIVE m(metric) AS ( \
-        SELECT min(metric) FROM metric_points \
+        SELECT min(metric) FROM point_values \
         UNION ALL \
-        SELECT (SELECT min(p.metric) FROM metric_points p WHERE p.metric > m.metric) \
+        SELECT (SELECT min(p.metric) FROM point_values p WHERE p.metric > m.metric) \
         FROM m WHERE m.metric IS NOT NULL) \
     SELECT metric FROM m WHERE metric IS NOT NULL";
 
@@ -1149,11 +1161,11 @@ fn probe_days(points: &[Point], days: &[NaiveDate]) -> Vec<NaiveDate> {
     probe.into_iter().collect()
 }
 
-/// Rows per multi-row INSERT into metric_points: 9 parameters each, under SQLite's 32 766.
-const SQLITE_DIRECT_ROWS: usize = 3600;
+/// Rows per multi-row INSERT into point_values: 8 parameters each, under SQLite's 32 766.
+const SQLITE_DIRECT_ROWS: usize = 4000;
 
 /// Replaces the connector's points on `days`. Points on days where the connector has nothing
-/// stored yet (a first load, a new day) are inserted straight into `metric_points`: there is
+/// stored yet (a first load, a new day) are inserted straight into `point_values`: there is
 /// nothing to compare or delete. Only the days it has points on already go through a staging
 /// table, an upsert and a delete of the stale points.
 async fn sqlite_replace_points(
@@ -1191,7 +1203,7 @@ async fn sqlite_replace_points(
     let mut occupied: HashSet<NaiveDate> = HashSet::new();
     for metric in &stored_metrics {
         let found: Vec<NaiveDate> = sqlx::query_scalar(
-            "SELECT d.value FROM json_each($3) AS d WHERE EXISTS (SELECT 1 FROM metric_points p \
+            "SELECT d.value FROM json_each($3) AS d WHERE EXISTS (SELECT 1 FROM point_values p \
              WHERE p.metric = $2 AND p.day = d.value AND p.connector = $1)",
         )
         .bind(connector)
@@ -1208,8 +1220,8 @@ async fn sqlite_replace_points(
     let mut written = 0;
     for chunk in fresh.chunks(SQLITE_DIRECT_ROWS) {
         let mut builder = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO metric_points (connector, metric, day, period_end, dimensions, \
-             dimension_set, value, run_id, flags) ",
+            "INSERT INTO point_values \
+             (connector, metric, day, period_end, dimension_set, value, run_id, flags) ",
         );
         builder.push_values(chunk, |mut row, &i| {
             let p = &points[i];
@@ -1217,7 +1229,6 @@ async fn sqlite_replace_points(
                 .push_bind(p.metric.clone())
                 .push_bind(keyed.day(p.day).clone())
                 .push_bind(keyed.day(p.until).clone())
-                .push_bind(keyed.dimensions(i).clone())
                 .push_bind(keyed.dimension_set(i))
                 .push_bind(p.value)
                 .push_bind(run_id)
@@ -1233,8 +1244,8 @@ async fn sqlite_replace_points(
     }
 
     sqlx::query(
-        "CREATE TEMP TABLE IF NOT EXISTS staging_points (metric TEXT, day TEXT, \
-         period_end TEXT, dimensions TEXT, dimension_set INTEGER, value REAL)",
+        "CREATE TEMP TABLE IF NOT EXISTS staging_points \
+         (metric TEXT, day TEXT, period_end TEXT, dimension_set INTEGER, value REAL)",
     )
     .execute(&mut **tx)
     .await?;
@@ -1253,18 +1264,16 @@ async fn sqlite_replace_points(
     sqlx::query("DELETE FROM staging_days")
         .execute(&mut **tx)
         .await?;
-    // in key order, so the staging index and then metric_points grow by appending
+    // in key order, so the staging index and then point_values grow by appending
     for chunk in on_occupied.chunks(4000) {
         let mut builder = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO staging_points \
-             (metric, day, period_end, dimensions, dimension_set, value) ",
+            "INSERT INTO staging_points (metric, day, period_end, dimension_set, value) ",
         );
         builder.push_values(chunk, |mut row, &i| {
             let p = &points[i];
             row.push_bind(p.metric.clone())
                 .push_bind(keyed.day(p.day).clone())
                 .push_bind(keyed.day(p.until).clone())
-                .push_bind(keyed.dimensions(i).clone())
                 .push_bind(keyed.dimension_set(i))
                 .push_bind(p.value);
         });
@@ -1288,10 +1297,10 @@ async fn sqlite_replace_points(
     let mut deleted = 0;
     for metric in &stored_metrics {
         deleted += sqlx::query(
-            "DELETE FROM metric_points WHERE metric = $2 \
+            "DELETE FROM point_values WHERE metric = $2 \
              AND day IN (SELECT day FROM staging_days) AND connector = $1 \
              AND NOT EXISTS (SELECT 1 FROM staging_points s WHERE s.metric = $2 \
-                 AND s.day = metric_points.day AND s.dimension_set = metric_points.dimension_set)",
+                 AND s.day = point_values.day AND s.dimension_set = point_values.dimension_set)",
         )
         .bind(connector)
         .bind(metric)
@@ -1300,17 +1309,17 @@ async fn sqlite_replace_points(
         .rows_affected();
     }
     written += sqlx::query(
-        "INSERT INTO metric_points \
-         (connector, metric, day, period_end, dimensions, dimension_set, value, run_id, flags) \
-         SELECT $1, metric, day, period_end, dimensions, dimension_set, value, $2, $3 \
+        "INSERT INTO point_values \
+         (connector, metric, day, period_end, dimension_set, value, run_id, flags) \
+         SELECT $1, metric, day, period_end, dimension_set, value, $2, $3 \
          FROM staging_points WHERE true ORDER BY metric, day, dimension_set \
          ON CONFLICT (metric, day, connector, dimension_set) DO UPDATE \
          SET value = excluded.value, period_end = excluded.period_end, run_id = excluded.run_id, \
              flags = excluded.flags \
-         WHERE abs(metric_points.value - excluded.value) > 1e-12 * abs(excluded.value) \
-            OR (excluded.value = 0 AND metric_points.value <> 0) \
-            OR metric_points.period_end IS NOT excluded.period_end \
-            OR metric_points.flags IS NOT excluded.flags",
+         WHERE abs(point_values.value - excluded.value) > 1e-12 * abs(excluded.value) \
+            OR (excluded.value = 0 AND point_values.value <> 0) \
+            OR point_values.period_end IS NOT excluded.period_end \
+            OR point_values.flags IS NOT excluded.flags",
     )
     .bind(connector)
     .bind(run_id)
@@ -1338,7 +1347,7 @@ fn copy_text(out: &mut Vec<u8>, text: &str) {
 }
 
 /// Streams points to a started COPY in text format, in 1 MB messages: each row is `prefix`,
-/// then metric, day, period end, dimensions, dimension set and value, then `suffix`.
+/// then metric, day, period end, dimension set and value, then `suffix`.
 async fn copy_points(
     mut copy: sqlx::postgres::PgCopyIn<&mut PgConnection>,
     keyed: &Keyed,
@@ -1356,8 +1365,6 @@ async fn copy_points(
         buffer.extend_from_slice(keyed.day(p.day).as_bytes());
         buffer.push(b'\t');
         buffer.extend_from_slice(keyed.day(p.until).as_bytes());
-        buffer.push(b'\t');
-        copy_text(&mut buffer, keyed.dimensions(i));
         buffer.push(b'\t');
         buffer.extend_from_slice(keyed.dimension_set(i).to_string().as_bytes());
         buffer.push(b'\t');
@@ -1378,7 +1385,7 @@ async fn copy_points(
 }
 
 /// PostgreSQL's `sqlite_replace_points`: points on days where the connector has nothing stored
-/// go straight into `metric_points` by COPY; the days it has points on already go through a
+/// go straight into `point_values` by COPY; the days it has points on already go through a
 /// staging table, set-based updates, inserts and a delete of the stale points.
 async fn pg_replace_points(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
@@ -1413,7 +1420,7 @@ async fn pg_replace_points(
         .fetch_all(&mut **tx)
         .await?;
     let occupied: HashSet<NaiveDate> = sqlx::query_scalar(
-        "SELECT d FROM unnest($3::date[]) AS d WHERE EXISTS (SELECT 1 FROM metric_points p \
+        "SELECT d FROM unnest($3::date[]) AS d WHERE EXISTS (SELECT 1 FROM point_values p \
          WHERE p.metric = ANY($2) AND p.day = d AND p.connector = $1)",
     )
     .bind(connector)
@@ -1437,8 +1444,9 @@ async fn pg_replace_points(
         }
         let copy = tx
             .copy_in_raw(
-                "COPY metric_points (connector, metric, day, period_end, dimensions, \
-                 dimension_set, value, run_id, flags) FROM STDIN",
+                "COPY point_values \
+                 (connector, metric, day, period_end, dimension_set, value, run_id, flags) \
+                 FROM STDIN",
             )
             .await?;
         copy_points(copy, &keyed, points, &fresh, &prefix, &suffix).await?;
@@ -1453,7 +1461,7 @@ async fn pg_replace_points(
 
     sqlx::query(
         "CREATE TEMP TABLE staging_points (metric TEXT, day DATE, period_end DATE, \
-         dimensions JSONB, dimension_set INTEGER, value DOUBLE PRECISION) ON COMMIT DROP",
+         dimension_set INTEGER, value DOUBLE PRECISION) ON COMMIT DROP",
     )
     .execute(&mut **tx)
     .await?;
@@ -1474,8 +1482,7 @@ async fn pg_replace_points(
     }
     let copy = tx
         .copy_in_raw(
-            "COPY staging_points (metric, day, period_end, dimensions, dimension_set, value) \
-             FROM STDIN",
+            "COPY staging_points (metric, day, period_end, dimension_set, value) FROM STDIN",
         )
         .await?;
     copy_points(copy, &keyed, points, &on_occupied, b"", b"").await?;
@@ -1490,7 +1497,7 @@ async fn pg_replace_points(
         .filter(|d| occupied.contains(d))
         .collect();
     let deleted = sqlx::query(
-        "DELETE FROM metric_points p WHERE p.metric = ANY($2) AND p.day = ANY($3::date[]) \
+        "DELETE FROM point_values p WHERE p.metric = ANY($2) AND p.day = ANY($3::date[]) \
          AND p.connector = $1 \
          AND NOT EXISTS (SELECT 1 FROM staging_points s WHERE s.metric = p.metric \
              AND s.day = p.day AND s.dimension_set = p.dimension_set)",
@@ -1506,7 +1513,7 @@ async fn pg_replace_points(
     // 6.8 + 1.5 s this way; 1.5 s instead of 11.3 s when nothing changed). The connector's run
     // lock keeps other writers of these keys out.
     written += sqlx::query(
-        "UPDATE metric_points p \
+        "UPDATE point_values p \
          SET value = s.value, period_end = s.period_end, run_id = $2, flags = $3 \
          FROM staging_points s \
          WHERE p.connector = $1 AND p.metric = s.metric AND p.day = s.day \
@@ -1523,12 +1530,11 @@ async fn pg_replace_points(
     .await?
     .rows_affected();
     written += sqlx::query(
-        "INSERT INTO metric_points \
-         (connector, metric, day, period_end, dimensions, dimension_set, value, run_id, flags) \
-         SELECT $1, s.metric, s.day, s.period_end, s.dimensions, s.dimension_set, s.value, \
-             $2, $3 \
+        "INSERT INTO point_values \
+         (connector, metric, day, period_end, dimension_set, value, run_id, flags) \
+         SELECT $1, s.metric, s.day, s.period_end, s.dimension_set, s.value, $2, $3 \
          FROM staging_points s \
-         WHERE NOT EXISTS (SELECT 1 FROM metric_points p WHERE p.connector = $1 \
+         WHERE NOT EXISTS (SELECT 1 FROM point_values p WHERE p.connector = $1 \
              AND p.metric = s.metric AND p.day = s.day AND p.dimension_set = s.dimension_set) \
          ORDER BY s.metric, s.day, s.dimension_set",
     )
