@@ -166,7 +166,7 @@ async fn sync_run(
         };
         let read_ms = started.elapsed().as_millis() as u64;
         let read_peak_rss_mb = crate::telemetry::peak_rss_mb();
-        let extract = match fetched {
+        let mut extract = match fetched {
             Ok(extract) => extract,
             Err(err) => {
                 let message = format!("{err:#}");
@@ -233,11 +233,13 @@ async fn sync_run(
 
         let days: Vec<_> = extract.days.iter().copied().collect();
         let store_started = Instant::now();
+        let points = std::mem::take(&mut extract.points);
+        let point_count = points.len();
         let stats = store
             .commit_ingest_run(
                 run_id,
                 &connector.name,
-                &extract.points,
+                points,
                 &days,
                 &extract.rejected,
                 &record,
@@ -254,7 +256,7 @@ async fn sync_run(
             rows_loaded = extract.rows_loaded,
             rows_rejected = extract.rejected.len(),
             rows_skipped = extract.rows_skipped,
-            points = extract.points.len(),
+            points = point_count,
             points_changed = stats.written,
             points_deleted = stats.deleted,
             days = days.len(),

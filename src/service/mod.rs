@@ -438,7 +438,9 @@ impl Service {
                 continue;
             }
             // past the grace period: stop the read, give it a moment, then drop the task (its
-            // transaction rolls back); the run's row goes too, leaving no trace
+            // transaction rolls back; a SQLite write already under way on its blocking thread
+            // finishes first, and one not yet begun finds its run gone and writes nothing); the
+            // run's row goes too unless it was committed, leaving no trace
             job.cancel.cancel();
             if tokio::time::timeout(Duration::from_secs(10), &mut handle)
                 .await

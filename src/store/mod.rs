@@ -24,6 +24,8 @@ use sqlx::{ConnectOptions, Connection};
 use crate::connector::{Point, RejectedRow};
 use crate::settings::redact_url;
 
+mod sqlite_direct;
+
 /// A connection pool to one of the supported databases.
 #[derive(Debug, Clone)]
 pub enum Store {
@@ -359,31 +361,34 @@ impl Store {
     }
 
     /// Replaces the points of the run's connector on the covered days, stores its rejected
-    /// rows and closes the run as succeeded, all in one transaction.
+    /// rows and closes the run as succeeded, all in one transaction. The points are taken:
+    /// on SQLite they are written on a blocking thread.
     pub async fn commit_ingest_run(
         &self,
         run_id: i64,
         connector: &str,
-        points: &[Point],
+        points: Vec<Point>,
         days: &[NaiveDate],
         rejected: &[RejectedRow],
         record: &RunRecord,
-    ) -> sqlx::Result<WriteStats> {
-        let flags = record.flags.as_deref();
+    ) -> anyhow::Result<WriteStats> {
         match self {
             Store::Sqlite(pool) => {
-                let mut tx = pool.begin().await?;
-                let stats =
-                    sqlite_replace_points(&mut tx, run_id, connector, points, days, flags).await?;
-                insert_rejected!(&mut *tx, run_id, connector, rejected);
-                finish_run!(&mut *tx, run_id, "succeeded", record, stats, None::<String>);
-                tx.commit().await?;
-                Ok(stats)
+                let direct = sqlite_direct::DirectSqlite::of(pool);
+                let (connector, days) = (connector.to_string(), days.to_vec());
+                let (rejected, record) = (rejected.to_vec(), record.clone());
+                tokio::task::spawn_blocking(move || {
+                    sqlite_direct::commit_run(
+                        &direct, run_id, &connector, &points, &days, &rejected, &record,
+                    )
+                })
+                .await?
             }
             Store::Postgres(pool) => {
+                let flags = record.flags.as_deref();
                 let mut tx = pool.begin().await?;
                 let stats =
-                    pg_replace_points(&mut tx, run_id, connector, points, days, flags).await?;
+                    pg_replace_points(&mut tx, run_id, connector, &points, days, flags).await?;
                 insert_rejected!(&mut *tx, run_id, connector, rejected);
                 finish_run!(&mut *tx, run_id, "succeeded", record, stats, None::<String>);
                 tx.commit().await?;
@@ -417,17 +422,15 @@ impl Store {
         from: NaiveDate,
         to: NaiveDate,
     ) -> anyhow::Result<Vec<StoredPoint>> {
-        // a SQLite file is read on a blocking thread over its own connection: sqlx hands every
-        // row from its worker thread to the async side, which took most of a 10 000-KR pass
+        // SQLite is read on a blocking thread over its own connection: sqlx hands every row
+        // from its worker thread to the async side, which took most of a 10 000-KR pass
         if let Store::Sqlite(pool) = self {
-            let file = pool.connect_options().get_filename().to_path_buf();
-            if file.is_file() {
-                let metrics = metrics.to_vec();
-                return tokio::task::spawn_blocking(move || {
-                    read_points_blocking(&file, &metrics, from, to)
-                })
-                .await?;
-            }
+            let direct = sqlite_direct::DirectSqlite::of(pool);
+            let metrics = metrics.to_vec();
+            return tokio::task::spawn_blocking(move || {
+                sqlite_direct::read_points(&direct, &metrics, from, to)
+            })
+            .await?;
         }
         let mut read: Vec<(Arc<str>, Vec<PointRow>)> = Vec::new();
         for metric in metrics {
@@ -443,25 +446,15 @@ impl Store {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let texts: Vec<(i64, String)> =
-            match self {
-                Store::Sqlite(pool) => {
-                    let ids = serde_json::to_string(&ids).expect("numbers serialize");
-                    sqlx::query_as(
-                        "SELECT id, dimensions FROM dimension_sets \
-                     WHERE id IN (SELECT value FROM json_each($1))",
-                    )
-                    .bind(ids)
-                    .fetch_all(pool)
-                    .await?
-                }
-                Store::Postgres(pool) => sqlx::query_as(
-                    "SELECT id::bigint, dimensions::text FROM dimension_sets WHERE id = ANY($1)",
-                )
-                .bind(&ids)
-                .fetch_all(pool)
-                .await?,
-            };
+        let Store::Postgres(pool) = self else {
+            unreachable!("SQLite is read above");
+        };
+        let texts: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT id::bigint, dimensions::text FROM dimension_sets WHERE id = ANY($1)",
+        )
+        .bind(&ids)
+        .fetch_all(pool)
+        .await?;
         let mut sets = DimensionSets::default();
         for (id, text) in texts {
             sets.dimensions(id, || Ok(Some(text)))?;
@@ -823,21 +816,29 @@ impl Store {
 }
 
 /// Inserts rejected rows inside a transaction.
+/// Stores one rejected row: run, connector, location, line, reason, raw text.
+const INSERT_REJECTED: &str = "INSERT INTO rejected_rows \
+    (run_id, connector, location, line, reason, raw) VALUES ($1, $2, $3, $4, $5, $6)";
+
+/// Closes an ingest run: id, status, finish time, row counts, points written and deleted,
+/// first and last day, sources, error, rows skipped.
+const FINISH_RUN: &str = "UPDATE ingest_runs SET status = $2, finished_at = $3, rows_read = $4, \
+    rows_loaded = $5, rows_rejected = $6, points_written = $7, points_deleted = $8, \
+    first_day = $9, last_day = $10, sources = $11, error = $12, rows_skipped = $13 \
+    WHERE id = $1";
+
 macro_rules! insert_rejected {
     ($executor:expr, $run_id:expr, $connector:expr, $rejected:expr) => {
         for row in $rejected {
-            sqlx::query(
-                "INSERT INTO rejected_rows (run_id, connector, location, line, reason, raw) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind($run_id)
-            .bind($connector)
-            .bind(&row.location)
-            .bind(row.line)
-            .bind(&row.reason)
-            .bind(&row.raw)
-            .execute($executor)
-            .await?;
+            sqlx::query(INSERT_REJECTED)
+                .bind($run_id)
+                .bind($connector)
+                .bind(&row.location)
+                .bind(row.line)
+                .bind(&row.reason)
+                .bind(&row.raw)
+                .execute($executor)
+                .await?;
         }
     };
 }
@@ -846,27 +847,22 @@ use insert_rejected;
 /// Closes an ingest run row inside a transaction.
 macro_rules! finish_run {
     ($executor:expr, $run_id:expr, $status:expr, $record:expr, $stats:expr, $error:expr) => {
-        sqlx::query(
-            "UPDATE ingest_runs SET status = $2, finished_at = $3, rows_read = $4, \
-             rows_loaded = $5, rows_rejected = $6, points_written = $7, points_deleted = $8, \
-             first_day = $9, last_day = $10, sources = $11, error = $12, rows_skipped = $13 \
-             WHERE id = $1",
-        )
-        .bind($run_id)
-        .bind($status)
-        .bind(Utc::now())
-        .bind($record.rows_read)
-        .bind($record.rows_loaded)
-        .bind($record.rows_rejected)
-        .bind($stats.written as i64)
-        .bind($stats.deleted as i64)
-        .bind($record.first_day)
-        .bind($record.last_day)
-        .bind(&$record.sources)
-        .bind($error)
-        .bind($record.rows_skipped)
-        .execute($executor)
-        .await?;
+        sqlx::query(FINISH_RUN)
+            .bind($run_id)
+            .bind($status)
+            .bind(Utc::now())
+            .bind($record.rows_read)
+            .bind($record.rows_loaded)
+            .bind($record.rows_rejected)
+            .bind($stats.written as i64)
+            .bind($stats.deleted as i64)
+            .bind($record.first_day)
+            .bind($record.last_day)
+            .bind(&$record.sources)
+            .bind($error)
+            .bind($record.rows_skipped)
+            .execute($executor)
+            .await?;
     };
 }
 use finish_run;
@@ -928,49 +924,6 @@ fn stored_day(text: &str) -> anyhow::Result<NaiveDate> {
 }
 
 /// [`Store::load_points`] on a SQLite file, over a read-only connection of its own. Blocking.
-fn read_points_blocking(
-    file: &std::path::Path,
-    metrics: &[String],
-    from: NaiveDate,
-    to: NaiveDate,
-) -> anyhow::Result<Vec<StoredPoint>> {
-    use rusqlite::OpenFlags;
-    let shown = file.display();
-    let connection = rusqlite::Connection::open_with_flags(
-        file,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .with_context(|| format!("cannot open SQLite database {shown}"))?;
-    connection.busy_timeout(Duration::from_secs(30))?;
-    connection.pragma_update(None, "cache_size", -131072)?;
-    let mut statement = connection.prepare(LOAD_POINTS)?;
-    let mut set_text = connection.prepare("SELECT dimensions FROM dimension_sets WHERE id = ?1")?;
-    let mut sets = DimensionSets::default();
-    let mut out = Vec::new();
-    let (from, to) = (from.to_string(), to.to_string());
-    for metric in metrics {
-        // every row of the query is of this metric
-        let name: Arc<str> = metric.as_str().into();
-        let mut rows = statement.query(rusqlite::params![metric, from, to])?;
-        while let Some(row) = rows.next()? {
-            let set: i64 = row.get(5)?;
-            out.push(StoredPoint {
-                metric: name.clone(),
-                day: stored_day(row.get_ref(0)?.as_str()?)?,
-                period_end: stored_day(row.get_ref(1)?.as_str()?)?,
-                dimensions: sets.dimensions(set, || {
-                    use rusqlite::OptionalExtension;
-                    Ok(set_text.query_row([set], |r| r.get(0)).optional()?)
-                })?,
-                value: row.get(2)?,
-                run_id: row.get(3)?,
-                flags: row.get(4)?,
-            });
-        }
-    }
-    Ok(out)
-}
-
 /// The file of a SQLite URL, or `None` for an in-memory database.
 pub fn sqlite_file(url: &str) -> Option<String> {
     let path = url
@@ -1012,21 +965,20 @@ const SCORE_ROWS: usize = 800;
 /// Objective or KR rows per multi-row INSERT: at most 18 parameters each.
 const DEFINITION_ROWS: usize = 1500;
 
-/// The points in the key's order (metric, day, dimensions), with every text they are written
-/// with made once: sqlx copies a borrowed string and formats a date for each row it binds
-/// (together a third of a 1M-point store), so texts are bound as shared strings. The order is
+/// The points in the key's order (metric, day, dimension set), with every text they are
+/// written with made once: each distinct day and dimension set, not each point. The order is
 /// sorted on one number per point made of the ranks of the few distinct metrics and dimension
 /// sets, not by comparing texts.
 struct Keyed {
     /// The distinct dimension sets as JSON, sorted.
-    sets: Vec<Arc<str>>,
+    sets: Vec<String>,
     /// Each point's dimension set, as an index into `sets`.
     set_of: Vec<usize>,
     /// The stored number of each of `sets` (`dimension_sets.id`), once resolved.
     set_ids: Vec<i64>,
     /// The text of every day from `first_day` on that a point starts or ends on.
     first_day: NaiveDate,
-    day_texts: Vec<Option<Arc<str>>>,
+    day_texts: Vec<Option<String>>,
     /// Point indices in key order.
     order: Vec<usize>,
 }
@@ -1035,13 +987,13 @@ impl Keyed {
     fn new(points: &[Point]) -> Keyed {
         let first_day = points.iter().map(|p| p.day).min().unwrap_or_default();
         let last_day = points.iter().map(|p| p.until).max().unwrap_or(first_day);
-        let mut day_texts: Vec<Option<Arc<str>>> =
+        let mut day_texts: Vec<Option<String>> =
             vec![None; (last_day - first_day).num_days().max(0) as usize + 1];
         for p in points {
             for day in [p.day, p.until] {
                 let slot = &mut day_texts[(day - first_day).num_days() as usize];
                 if slot.is_none() {
-                    *slot = Some(day.to_string().into());
+                    *slot = Some(day.to_string());
                 }
             }
         }
@@ -1067,11 +1019,12 @@ impl Keyed {
         // equal maps from different rows become one set, ranked in text order
         let mut by_text: Vec<usize> = (0..texts.len()).collect();
         by_text.sort_unstable_by(|a, b| texts[*a].cmp(&texts[*b]));
-        let mut sets: Vec<Arc<str>> = Vec::new();
+        let mut sets: Vec<String> = Vec::new();
         let mut rank = vec![0; texts.len()];
         for i in by_text {
-            if sets.last().is_none_or(|t| **t != *texts[i]) {
-                sets.push(texts[i].as_str().into());
+            let text = std::mem::take(&mut texts[i]);
+            if sets.last() != Some(&text) {
+                sets.push(text);
             }
             rank[i] = sets.len() - 1;
         }
@@ -1109,9 +1062,9 @@ impl Keyed {
         }
     }
 
-    fn day(&self, day: NaiveDate) -> &Arc<str> {
+    fn day(&self, day: NaiveDate) -> &str {
         self.day_texts[(day - self.first_day).num_days() as usize]
-            .as_ref()
+            .as_deref()
             .expect("every point's days have a text")
     }
 
@@ -1121,7 +1074,7 @@ impl Keyed {
 
     /// The sets' texts, in order, as a list for a statement to unpack.
     fn set_texts(&self) -> Vec<&str> {
-        self.sets.iter().map(|s| &**s).collect()
+        self.sets.iter().map(String::as_str).collect()
     }
 
     /// Takes the stored numbers of the sets, checking there is one for each.
@@ -1159,175 +1112,6 @@ fn probe_days(points: &[Point], days: &[NaiveDate]) -> Vec<NaiveDate> {
     let mut probe: BTreeSet<NaiveDate> = days.iter().copied().collect();
     probe.extend(points.iter().map(|p| p.day));
     probe.into_iter().collect()
-}
-
-/// Rows per multi-row INSERT into point_values: 8 parameters each, under SQLite's 32 766.
-const SQLITE_DIRECT_ROWS: usize = 4000;
-
-/// Replaces the connector's points on `days`. Points on days where the connector has nothing
-/// stored yet (a first load, a new day) are inserted straight into `point_values`: there is
-/// nothing to compare or delete. Only the days it has points on already go through a staging
-/// table, an upsert and a delete of the stale points.
-async fn sqlite_replace_points(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    run_id: i64,
-    connector: &str,
-    points: &[Point],
-    days: &[NaiveDate],
-    flags: Option<&str>,
-) -> sqlx::Result<WriteStats> {
-    let mut keyed = Keyed::new(points);
-    // every set the run has gets its number (new sets are added, in text order)
-    let sets = serde_json::to_string(&keyed.set_texts()).expect("texts serialize");
-    sqlx::query(
-        "INSERT INTO dimension_sets (dimensions) SELECT value FROM json_each($1) WHERE true \
-         ON CONFLICT (dimensions) DO NOTHING",
-    )
-    .bind(&sets)
-    .execute(&mut **tx)
-    .await?;
-    let ids: Vec<i64> = sqlx::query_scalar(
-        "SELECT s.id FROM json_each($1) AS u JOIN dimension_sets s ON s.dimensions = u.value \
-         ORDER BY u.key",
-    )
-    .bind(&sets)
-    .fetch_all(&mut **tx)
-    .await?;
-    keyed.resolved(ids)?;
-    // the key starts with the metric: the connector's stored days and stale points are found
-    // metric by metric, over every metric stored (a metric dropped from its file goes too)
-    let stored_metrics: Vec<String> = sqlx::query_scalar(STORED_METRICS)
-        .fetch_all(&mut **tx)
-        .await?;
-    let day_list = serde_json::to_string(&probe_days(points, days)).expect("dates serialize");
-    let mut occupied: HashSet<NaiveDate> = HashSet::new();
-    for metric in &stored_metrics {
-        let found: Vec<NaiveDate> = sqlx::query_scalar(
-            "SELECT d.value FROM json_each($3) AS d WHERE EXISTS (SELECT 1 FROM point_values p \
-             WHERE p.metric = $2 AND p.day = d.value AND p.connector = $1)",
-        )
-        .bind(connector)
-        .bind(metric)
-        .bind(&day_list)
-        .fetch_all(&mut **tx)
-        .await?;
-        occupied.extend(found);
-    }
-    let (on_occupied, fresh) = keyed.split(points, &occupied);
-
-    let connector_text: Arc<str> = connector.into();
-    let flags_text: Option<Arc<str>> = flags.map(Arc::from);
-    let mut written = 0;
-    for chunk in fresh.chunks(SQLITE_DIRECT_ROWS) {
-        let mut builder = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO point_values \
-             (connector, metric, day, period_end, dimension_set, value, run_id, flags) ",
-        );
-        builder.push_values(chunk, |mut row, &i| {
-            let p = &points[i];
-            row.push_bind(connector_text.clone())
-                .push_bind(p.metric.clone())
-                .push_bind(keyed.day(p.day).clone())
-                .push_bind(keyed.day(p.until).clone())
-                .push_bind(keyed.dimension_set(i))
-                .push_bind(p.value)
-                .push_bind(run_id)
-                .push_bind(flags_text.clone());
-        });
-        written += builder.build().execute(&mut **tx).await?.rows_affected();
-    }
-    if occupied.is_empty() {
-        return Ok(WriteStats {
-            written,
-            deleted: 0,
-        });
-    }
-
-    sqlx::query(
-        "CREATE TEMP TABLE IF NOT EXISTS staging_points \
-         (metric TEXT, day TEXT, period_end TEXT, dimension_set INTEGER, value REAL)",
-    )
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query("CREATE TEMP TABLE IF NOT EXISTS staging_days (day TEXT PRIMARY KEY)")
-        .execute(&mut **tx)
-        .await?;
-    sqlx::query(
-        "CREATE INDEX IF NOT EXISTS staging_points_key \
-         ON staging_points (metric, day, dimension_set)",
-    )
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query("DELETE FROM staging_points")
-        .execute(&mut **tx)
-        .await?;
-    sqlx::query("DELETE FROM staging_days")
-        .execute(&mut **tx)
-        .await?;
-    // in key order, so the staging index and then point_values grow by appending
-    for chunk in on_occupied.chunks(4000) {
-        let mut builder = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO staging_points (metric, day, period_end, dimension_set, value) ",
-        );
-        builder.push_values(chunk, |mut row, &i| {
-            let p = &points[i];
-            row.push_bind(p.metric.clone())
-                .push_bind(keyed.day(p.day).clone())
-                .push_bind(keyed.day(p.until).clone())
-                .push_bind(keyed.dimension_set(i))
-                .push_bind(p.value);
-        });
-        builder.build().execute(&mut **tx).await?;
-    }
-    // stale points go on the covered days only
-    let stale_days: Vec<NaiveDate> = days
-        .iter()
-        .copied()
-        .filter(|d| occupied.contains(d))
-        .collect();
-    for chunk in stale_days.chunks(10000) {
-        let mut builder =
-            sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO staging_days (day) ");
-        builder.push_values(chunk, |mut row, d| {
-            row.push_bind(*d);
-        });
-        builder.build().execute(&mut **tx).await?;
-    }
-
-    let mut deleted = 0;
-    for metric in &stored_metrics {
-        deleted += sqlx::query(
-            "DELETE FROM point_values WHERE metric = $2 \
-             AND day IN (SELECT day FROM staging_days) AND connector = $1 \
-             AND NOT EXISTS (SELECT 1 FROM staging_points s WHERE s.metric = $2 \
-                 AND s.day = point_values.day AND s.dimension_set = point_values.dimension_set)",
-        )
-        .bind(connector)
-        .bind(metric)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-    }
-    written += sqlx::query(
-        "INSERT INTO point_values \
-         (connector, metric, day, period_end, dimension_set, value, run_id, flags) \
-         SELECT $1, metric, day, period_end, dimension_set, value, $2, $3 \
-         FROM staging_points WHERE true ORDER BY metric, day, dimension_set \
-         ON CONFLICT (metric, day, connector, dimension_set) DO UPDATE \
-         SET value = excluded.value, period_end = excluded.period_end, run_id = excluded.run_id, \
-             flags = excluded.flags \
-         WHERE abs(point_values.value - excluded.value) > 1e-12 * abs(excluded.value) \
-            OR (excluded.value = 0 AND point_values.value <> 0) \
-            OR point_values.period_end IS NOT excluded.period_end \
-            OR point_values.flags IS NOT excluded.flags",
-    )
-    .bind(connector)
-    .bind(run_id)
-    .bind(flags)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    Ok(WriteStats { written, deleted })
 }
 
 /// Bytes per COPY message.
@@ -1384,9 +1168,10 @@ async fn copy_points(
     Ok(())
 }
 
-/// PostgreSQL's `sqlite_replace_points`: points on days where the connector has nothing stored
-/// go straight into `point_values` by COPY; the days it has points on already go through a
-/// staging table, set-based updates, inserts and a delete of the stale points.
+/// Replaces the connector's points on `days`, as `sqlite_direct::replace_points` does on
+/// SQLite: points on days where the connector has nothing stored go straight into
+/// `point_values` by COPY; the days it has points on already go through a staging table,
+/// set-based updates, inserts and a delete of the stale points.
 async fn pg_replace_points(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     run_id: i64,

@@ -63,7 +63,14 @@ async fn reads_the_days_and_overlapping_periods(store: &Store) {
     days.dedup();
     let run = store.start_ingest_run("web", "manual").await.unwrap();
     store
-        .commit_ingest_run(run, "web", &points, &days, &[], &RunRecord::default())
+        .commit_ingest_run(
+            run,
+            "web",
+            points.clone(),
+            &days,
+            &[],
+            &RunRecord::default(),
+        )
         .await
         .unwrap();
     // the same days from a second connector sort after the first within a day
@@ -73,7 +80,7 @@ async fn reads_the_days_and_overlapping_periods(store: &Store) {
         .commit_ingest_run(
             run,
             "app",
-            &app,
+            app.to_vec(),
             &[day("2026-01-05")],
             &[],
             &RunRecord::default(),
@@ -131,7 +138,7 @@ async fn reads_the_days_and_overlapping_periods(store: &Store) {
         .collect();
     let covered: Vec<NaiveDate> = (1..=6).map(|d| day(&format!("2026-01-{d:02}"))).collect();
     let stats = store
-        .commit_ingest_run(run, "web", &again, &covered, &[], &RunRecord::default())
+        .commit_ingest_run(run, "web", again, &covered, &[], &RunRecord::default())
         .await
         .unwrap();
     assert_eq!(stats.deleted, 6, "the y points of January 1-6");
@@ -186,14 +193,21 @@ async fn writes_stored_and_new_days(backend: Backend) {
     };
     let run = store.start_ingest_run("web", "manual").await.unwrap();
     let stats = store
-        .commit_ingest_run(run, "web", &first, &days(1, 3), &[], &RunRecord::default())
+        .commit_ingest_run(run, "web", first, &days(1, 3), &[], &RunRecord::default())
         .await
         .unwrap();
     assert_eq!((stats.written, stats.deleted), (6, 0));
     let run = store.start_ingest_run("app", "manual").await.unwrap();
     let app = [point("sessions", "2026-01-04", "2026-01-04", &x, 0.5)];
     store
-        .commit_ingest_run(run, "app", &app, &days(4, 4), &[], &RunRecord::default())
+        .commit_ingest_run(
+            run,
+            "app",
+            app.to_vec(),
+            &days(4, 4),
+            &[],
+            &RunRecord::default(),
+        )
         .await
         .unwrap();
 
@@ -207,7 +221,14 @@ async fn writes_stored_and_new_days(backend: Backend) {
     ];
     let run = store.start_ingest_run("web", "manual").await.unwrap();
     let stats = store
-        .commit_ingest_run(run, "web", &second, &days(2, 5), &[], &RunRecord::default())
+        .commit_ingest_run(
+            run,
+            "web",
+            second.to_vec(),
+            &days(2, 5),
+            &[],
+            &RunRecord::default(),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -223,7 +244,7 @@ async fn writes_stored_and_new_days(backend: Backend) {
     let sixth = [point("sessions", "2026-01-06", "2026-01-06", &x, 6.0)];
     let last_run = store.start_ingest_run("web", "manual").await.unwrap();
     store
-        .commit_ingest_run(last_run, "web", &sixth, &days(6, 6), &[], &flagged)
+        .commit_ingest_run(last_run, "web", sixth.to_vec(), &days(6, 6), &[], &flagged)
         .await
         .unwrap();
 
@@ -360,7 +381,14 @@ async fn old_points_survive_the_rekeying_migrations(backend: Backend) {
     ];
     let covered = [day("2026-01-02"), day("2026-01-03")];
     let stats = store
-        .commit_ingest_run(run, "web", &points, &covered, &[], &RunRecord::default())
+        .commit_ingest_run(
+            run,
+            "web",
+            points.to_vec(),
+            &covered,
+            &[],
+            &RunRecord::default(),
+        )
         .await
         .unwrap();
     assert_eq!((stats.written, stats.deleted), (2, 0));
