@@ -697,7 +697,11 @@ fn load_objectives(
     };
 
     let mut objectives: Vec<Objective> = Vec::new();
-    let mut kr_ids: okr_check::SeenIds = BTreeMap::new();
+    let mut objective_ids: BTreeSet<String> = BTreeSet::new();
+    // each KR id with the file (an index into `loaded`) and key it was first seen at: its
+    // line is looked up only when the id comes again
+    let mut kr_ids: BTreeMap<String, (usize, KeyPath)> = BTreeMap::new();
+    let mut loaded: Vec<TomlFile> = Vec::new();
     let files = toml_files(&root.join("config/okrs"));
     if files.is_empty() {
         warnings.push(Problem {
@@ -723,7 +727,7 @@ fn load_objectives(
         let Some(raw) = raw else { continue };
         for (oi, o) in raw.objective.iter().enumerate() {
             let at = KeyPath::root().key("objective").index(oi);
-            if objectives.iter().any(|other| other.id == o.id) {
+            if !objective_ids.insert(o.id.clone()) {
                 problems.push(file.problem(
                     &at.key("id"),
                     format!("objective id `{}` is used twice", o.id),
@@ -768,18 +772,19 @@ fn load_objectives(
             for (ki, k) in o.key_result.iter().enumerate() {
                 let at_kr = at.key("key_result").index(ki);
                 let at_id = at_kr.key("id");
-                let here = format!(
-                    "{}:{}",
-                    shown.display(),
-                    file.line_of_path(&at_id).unwrap_or(0)
-                );
-                if let Some(first) = kr_ids.get(&k.id) {
+                if let Some((index, first_at)) = kr_ids.get(&k.id) {
+                    let first_file = loaded.get(*index).unwrap_or(&file);
+                    let first = format!(
+                        "{}:{}",
+                        first_file.display_path.display(),
+                        first_file.line_of_path(first_at).unwrap_or(0)
+                    );
                     problems.push(file.problem(
                         &at_id,
                         format!("key result id `{}` is used twice (first at {first})", k.id),
                     ));
                 } else {
-                    kr_ids.insert(k.id.clone(), here);
+                    kr_ids.insert(k.id.clone(), (loaded.len(), at_id.clone()));
                 }
                 let mut checker = okr_check::KrChecker {
                     file: &file,
@@ -811,6 +816,7 @@ fn load_objectives(
                 file: shown.display().to_string(),
             });
         }
+        loaded.push(file);
     }
 
     // hygiene: 1-2 objectives per owner per period

@@ -4,7 +4,7 @@
 //! Each problem is located with its key path, so `check` names file, line and field. To add a
 //! KR key, parse it here and carry it in [`KeyResult`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use chrono::NaiveDate;
 
@@ -494,6 +494,3 @@ impl KrChecker<'_> {
         }
     }
 }
-
-/// KR ids already seen, with where.
-pub type SeenIds = BTreeMap<String, String>;

@@ -1,5 +1,7 @@
-//! One TOML file of a project: parsed once for values and once for positions, so that every
-//! problem found in it, by serde or by later validation, can name its line and field.
+//! One TOML file of a project: parsed for values, and for positions when a problem needs its
+//! line, so that every problem found in it, by serde or by later validation, can name its
+//! line and field. (Positions are parsed only then: a file of 10 000 KRs took twice as long
+//! to load with them, and its tables kept the memory of a service.)
 //!
 //! To add a checked file kind, derive `Deserialize` with `deny_unknown_fields` on its types and
 //! call [`TomlFile::deserialize`]: it reports every schema problem it can find, not just the
@@ -18,7 +20,8 @@ pub struct TomlFile {
     /// Path as shown to the user (relative to the project directory where possible).
     pub display_path: PathBuf,
     text: String,
-    doc: toml_edit::Document<String>,
+    /// The positions, parsed the first time a line is asked for (`None` if that fails).
+    doc: std::cell::OnceCell<Option<toml_edit::Document<String>>>,
     value: toml::Value,
     /// Byte offset where each line starts, so a line number is a binary search (a file with
     /// 10 000 KRs locates thousands of warnings).
@@ -82,12 +85,6 @@ impl TomlFile {
     }
 
     pub fn parse(text: String, display_path: &Path) -> Result<TomlFile, Problem> {
-        let doc = toml_edit::Document::parse(text.clone()).map_err(|err| Problem {
-            file: display_path.to_path_buf(),
-            line: err.span().map(|span| line_of(&text, span.start)),
-            field: String::new(),
-            message: format!("invalid TOML: {}", err.message().trim_end()),
-        })?;
         let value: toml::Value = toml::from_str(&text).map_err(|err| Problem {
             file: display_path.to_path_buf(),
             line: err.span().map(|span| line_of(&text, span.start)),
@@ -100,7 +97,7 @@ impl TomlFile {
         Ok(TomlFile {
             display_path: display_path.to_path_buf(),
             text,
-            doc,
+            doc: std::cell::OnceCell::new(),
             value,
             line_starts,
         })
@@ -131,8 +128,12 @@ impl TomlFile {
     }
 
     fn span_of_path(&self, steps: &[Step]) -> Option<Range<usize>> {
+        let doc = self
+            .doc
+            .get_or_init(|| toml_edit::Document::parse(self.text.clone()).ok())
+            .as_ref()?;
         let mut best: Option<Range<usize>> = None;
-        let mut current = Node::Table(self.doc.as_table(), None);
+        let mut current = Node::Table(doc.as_table(), None);
         for step in steps {
             let next = match (current, step) {
                 (Node::Table(table, _), Step::Key(key)) => {

@@ -424,19 +424,25 @@ impl Store {
     ) -> anyhow::Result<Vec<StoredPoint>> {
         // SQLite is read on a blocking thread over its own connection: sqlx hands every row
         // from its worker thread to the async side, which took most of a 10 000-KR pass
-        if let Store::Sqlite(pool) = self {
-            let direct = sqlite_direct::DirectSqlite::of(pool);
-            let metrics = metrics.to_vec();
-            return tokio::task::spawn_blocking(move || {
-                sqlite_direct::read_points(&direct, &metrics, from, to)
-            })
-            .await?;
-        }
+        let pool = match self {
+            Store::Sqlite(pool) => {
+                let direct = sqlite_direct::DirectSqlite::of(pool);
+                let metrics = metrics.to_vec();
+                return tokio::task::spawn_blocking(move || {
+                    sqlite_direct::read_points(&direct, &metrics, from, to)
+                })
+                .await?;
+            }
+            Store::Postgres(pool) => pool,
+        };
         let mut read: Vec<(Arc<str>, Vec<PointRow>)> = Vec::new();
         for metric in metrics {
-            let rows: Vec<PointRow> = on_pool!(self, pool => {
-                sqlx::query_as(LOAD_POINTS).bind(metric).bind(from).bind(to).fetch_all(pool).await?
-            });
+            let rows: Vec<PointRow> = sqlx::query_as(LOAD_POINTS)
+                .bind(metric)
+                .bind(from)
+                .bind(to)
+                .fetch_all(pool)
+                .await?;
             read.push((metric.as_str().into(), rows));
         }
         // the dimensions of the sets the points have, each parsed once
@@ -446,9 +452,6 @@ impl Store {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let Store::Postgres(pool) = self else {
-            unreachable!("SQLite is read above");
-        };
         let texts: Vec<(i64, String)> = sqlx::query_as(
             "SELECT id::bigint, dimensions::text FROM dimension_sets WHERE id = ANY($1)",
         )

@@ -74,6 +74,15 @@ fn every_kr_problem_is_reported_even_when_the_period_is_wrong() {
     let dir = copy_example("demo");
     let path = dir.path().join("config/okrs/digital.toml");
     let text = std::fs::read_to_string(&path).unwrap();
+    // the line the id is first written on, which the second use names
+    let first_line = text
+        .lines()
+        .position(|l| l.trim() == "id = \"cpa-down\"")
+        .expect("the demo has the KR")
+        + 1;
+    let twice = format!(
+        "key result id `cpa-down` is used twice (first at config/okrs/digital.toml:{first_line})"
+    );
     let text = text
         .replacen("period = \"2026-Q4\"", "period = \"2026-Q5\"", 1)
         .replacen("target = \"-15%\"", "target = \"-abc%\"", 1)
@@ -95,7 +104,7 @@ fn every_kr_problem_is_reported_even_when_the_period_is_wrong() {
         "period `2026-Q5`",
         "target `-abc%`",
         "unknown metric `ctrr` (did you mean `ctr`?)",
-        "key result id `cpa-down` is used twice (first at config/okrs/digital.toml:",
+        twice.as_str(),
         "weight must be a positive number",
         "`days` (1 to 3660)",
     ] {
