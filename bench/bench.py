@@ -267,6 +267,15 @@ def scoring_and_idle(work: Path, args) -> None:
     seconds, peak = measure([str(BINARY), "-C", str(proj), "score", "--as-of", "2026-06-30"], env=env)
     print(f"\nP4 scoring {krs} KRs over two years of daily points: {seconds:.2f} s (peak {peak:.0f} MB)")
 
+    # P5 for a typical project (a dozen KRs, a fresh database), then for the one just scored
+    small = project(work, data, "en")
+    small_env = dict(env, KRSCORE__DATABASE__URL=f"sqlite://{work / 'idle.db'}")
+    print(f"P5 idle `krscore run` (no schedules due): {idle_rss(small, small_env):.1f} MB RSS "
+          f"with 12 KRs; {idle_rss(proj, env):.1f} MB with the {krs} KRs and their scores")
+
+
+def idle_rss(proj: Path, env: dict) -> float:
+    """RSS in MB of `krscore run` five seconds after it starts."""
     child = subprocess.Popen([str(BINARY), "-C", str(proj), "run"], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(5)
@@ -274,7 +283,7 @@ def scoring_and_idle(work: Path, args) -> None:
     rss_kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS"))
     child.terminate()
     child.wait(timeout=30)
-    print(f"P5 idle `krscore run` (no schedules due): {rss_kb / 1024:.1f} MB RSS")
+    return rss_kb / 1024
 
 
 if __name__ == "__main__":

@@ -86,8 +86,16 @@ impl SeriesSet {
             // dimension set), so the same points always give the same bits: a parallel group-by
             // would add in a varying order and re-scoring unchanged data would change digits
             let mut entry = Entry::default();
+            // a day's points are neighbours, mostly from one run: the day's sum is kept aside
+            // until the day ends (added in the same order from 0.0, so to the same bits), and
+            // a run is noted once per day rather than once per point
+            let mut day_sum: Option<(NaiveDate, f64)> = None;
+            let mut last_run: Option<(NaiveDate, i64)> = None;
             for p in candidates.into_iter().map(|i| list[i]) {
-                entry.runs.entry(p.period_end).or_default().insert(p.run_id);
+                if last_run != Some((p.period_end, p.run_id)) {
+                    entry.runs.entry(p.period_end).or_default().insert(p.run_id);
+                    last_run = Some((p.period_end, p.run_id));
+                }
                 if let Some(f) = p.flags.as_deref().filter(|f| !f.is_empty()) {
                     entry
                         .flags
@@ -97,9 +105,20 @@ impl SeriesSet {
                 }
                 if p.period_end > p.day {
                     entry.spans.push((p.day, p.period_end, p.value));
-                } else {
-                    *entry.daily.entry(p.day).or_insert(0.0) += p.value;
+                    continue;
                 }
+                match &mut day_sum {
+                    Some((day, sum)) if *day == p.day => *sum += p.value,
+                    _ => {
+                        if let Some((day, sum)) = day_sum.take() {
+                            *entry.daily.entry(day).or_insert(0.0) += sum;
+                        }
+                        day_sum = Some((p.day, 0.0 + p.value));
+                    }
+                }
+            }
+            if let Some((day, sum)) = day_sum {
+                *entry.daily.entry(day).or_insert(0.0) += sum;
             }
             entries
                 .entry(metric.clone())

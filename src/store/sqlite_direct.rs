@@ -57,6 +57,9 @@ impl DirectSqlite {
         if write && !self.in_memory {
             connection.pragma_update(None, "synchronous", "NORMAL")?;
         }
+        if !write {
+            connection.pragma_update(None, "mmap_size", 1i64 << 30)?;
+        }
         Ok(connection)
     }
 }
