@@ -437,12 +437,16 @@ impl Store {
         };
         let mut read: Vec<(Arc<str>, Vec<PointRow>)> = Vec::new();
         for metric in metrics {
-            let rows: Vec<PointRow> = sqlx::query_as(LOAD_POINTS)
-                .bind(metric)
-                .bind(from)
-                .bind(to)
-                .fetch_all(pool)
-                .await?;
+            let mut rows: Vec<PointRow> = Vec::new();
+            for sql in LOAD_POINTS {
+                let part: Vec<PointRow> = sqlx::query_as(sql)
+                    .bind(metric)
+                    .bind(from)
+                    .bind(to)
+                    .fetch_all(pool)
+                    .await?;
+                rows.extend(part);
+            }
             read.push((metric.as_str().into(), rows));
         }
         // the dimensions of the sets the points have, each parsed once
@@ -870,19 +874,20 @@ macro_rules! finish_run {
 }
 use finish_run;
 
-/// The points of one metric that touch a range of days: daily points dated in it and period
-/// values whose period overlaps it (the second part, by the partial index on periods), in a
-/// fixed order: day, connector, dimension set, the key's own order, so the daily points come
-/// without a sort.
-const LOAD_POINTS: &str = "\
-    SELECT day, period_end, value, run_id, flags, CAST(dimension_set AS BIGINT) AS set_id, \
-        connector, dimension_set FROM point_values \
-    WHERE metric = $1 AND day >= $2 AND day <= $3 \
-    UNION ALL \
-    SELECT day, period_end, value, run_id, flags, CAST(dimension_set AS BIGINT) AS set_id, \
-        connector, dimension_set FROM point_values \
-    WHERE metric = $1 AND period_end > day AND period_end >= $2 AND day < $2 \
-    ORDER BY day, connector, dimension_set";
+/// The points of one metric that touch a range of days, in a fixed order: day, connector,
+/// dimension set. Two queries, read one after the other: the period values that start before
+/// the range and overlap it (by the partial index on periods), then the points dated in the
+/// range, in the key's own order (no sort, and no merge of the two: every period value of the
+/// first starts before every point of the second).
+const LOAD_POINTS: [&str; 2] = [
+    "SELECT day, period_end, value, run_id, flags, CAST(dimension_set AS BIGINT) \
+     FROM point_values \
+     WHERE metric = $1 AND period_end > day AND period_end >= $2 AND day < $2 AND $3 >= $2 \
+     ORDER BY day, connector, dimension_set",
+    "SELECT day, period_end, value, run_id, flags, CAST(dimension_set AS BIGINT) \
+     FROM point_values WHERE metric = $1 AND day >= $2 AND day <= $3 \
+     ORDER BY day, connector, dimension_set",
+];
 
 type PointRow = (NaiveDate, NaiveDate, f64, i64, Option<String>, i64);
 

@@ -72,7 +72,10 @@ pub(super) fn read_points(
     to: NaiveDate,
 ) -> anyhow::Result<Vec<StoredPoint>> {
     let connection = direct.open(false)?;
-    let mut statement = connection.prepare(LOAD_POINTS)?;
+    let mut statements = [
+        connection.prepare(LOAD_POINTS[0])?,
+        connection.prepare(LOAD_POINTS[1])?,
+    ];
     let mut set_text = connection.prepare("SELECT dimensions FROM dimension_sets WHERE id = ?1")?;
     let mut sets = DimensionSets::default();
     let mut out = Vec::new();
@@ -80,20 +83,22 @@ pub(super) fn read_points(
     for metric in metrics {
         // every row of the query is of this metric
         let name: Arc<str> = metric.as_str().into();
-        let mut rows = statement.query(params![metric, from, to])?;
-        while let Some(row) = rows.next()? {
-            let set: i64 = row.get(5)?;
-            out.push(StoredPoint {
-                metric: name.clone(),
-                day: stored_day(row.get_ref(0)?.as_str()?)?,
-                period_end: stored_day(row.get_ref(1)?.as_str()?)?,
-                dimensions: sets.dimensions(set, || {
-                    Ok(set_text.query_row([set], |r| r.get(0)).optional()?)
-                })?,
-                value: row.get(2)?,
-                run_id: row.get(3)?,
-                flags: row.get(4)?,
-            });
+        for statement in &mut statements {
+            let mut rows = statement.query(params![metric, from, to])?;
+            while let Some(row) = rows.next()? {
+                let set: i64 = row.get(5)?;
+                out.push(StoredPoint {
+                    metric: name.clone(),
+                    day: stored_day(row.get_ref(0)?.as_str()?)?,
+                    period_end: stored_day(row.get_ref(1)?.as_str()?)?,
+                    dimensions: sets.dimensions(set, || {
+                        Ok(set_text.query_row([set], |r| r.get(0)).optional()?)
+                    })?,
+                    value: row.get(2)?,
+                    run_id: row.get(3)?,
+                    flags: row.get(4)?,
+                });
+            }
         }
     }
     Ok(out)
