@@ -16,6 +16,7 @@ use anyhow::Context;
 use chrono::NaiveDate;
 use tracing::{info, info_span};
 
+use crate::okr::Objective;
 use crate::project::Project;
 use crate::store::{
     KeyResultDefinition, KrScoreRow, ObjectiveDefinition, ObjectiveScoreRow, Store,
@@ -197,20 +198,45 @@ async fn score_days(
     phases.series_ms = millis(building);
 
     let scoring = std::time::Instant::now();
+    // every (day, objective) is scored on its own: the pairs are shared out over the cores
+    // (scoped threads, joined before the rows are put in order)
+    let pairs: Vec<(NaiveDate, &Objective)> = days
+        .iter()
+        .flat_map(|&day| project.objectives.iter().map(move |o| (day, o)))
+        .collect();
+    let score_pair = |&(day, objective): &(NaiveDate, &Objective)| {
+        let rows: Vec<KrScoreRow> = objective
+            .key_results
+            .iter()
+            .map(|kr| score_kr(project, &series, objective, kr, day))
+            .collect();
+        let o = score_objective(settings, objective, &rows, day);
+        (rows, o)
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, pairs.len().max(1));
+    let scored: Vec<(Vec<KrScoreRow>, ObjectiveScoreRow)> = if threads == 1 {
+        pairs.iter().map(score_pair).collect()
+    } else {
+        let chunk = pairs.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = pairs
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || part.iter().map(score_pair).collect::<Vec<_>>()))
+                .collect();
+            parts
+                .into_iter()
+                .flat_map(|part| part.join().expect("a scoring thread panicked"))
+                .collect()
+        })
+    };
     let mut kr_rows: BTreeMap<(String, NaiveDate), KrScoreRow> = BTreeMap::new();
     let mut objective_rows: BTreeMap<(String, NaiveDate), ObjectiveScoreRow> = BTreeMap::new();
-    for &day in days {
-        for objective in &project.objectives {
-            let rows: Vec<KrScoreRow> = objective
-                .key_results
-                .iter()
-                .map(|kr| score_kr(project, &series, objective, kr, day))
-                .collect();
-            let o = score_objective(settings, objective, &rows, day);
-            objective_rows.insert((o.objective_id.clone(), o.as_of), o);
-            for row in rows {
-                kr_rows.insert((row.kr_id.clone(), row.as_of), row);
-            }
+    for (rows, o) in scored {
+        objective_rows.insert((o.objective_id.clone(), o.as_of), o);
+        for row in rows {
+            kr_rows.insert((row.kr_id.clone(), row.as_of), row);
         }
     }
     phases.score_ms = millis(scoring);
