@@ -66,8 +66,7 @@ impl SeriesSet {
             }
         }
 
-        let mut entries: HashMap<String, HashMap<Filter, Entry>> = HashMap::new();
-        for (metric, filter) in wanted {
+        let build_entry = |(metric, filter): &(String, Filter)| -> Entry {
             let list = by_metric
                 .get(metric.as_str())
                 .map(Vec::as_slice)
@@ -120,6 +119,13 @@ impl SeriesSet {
             if let Some((day, sum)) = day_sum {
                 *entry.daily.entry(day).or_insert(0.0) += sum;
             }
+            entry
+        };
+        // the series are independent of each other: built on all cores
+        let wanted: Vec<&(String, Filter)> = wanted.iter().collect();
+        let built: Vec<Entry> = super::map_on_cores(&wanted, |w| build_entry(w));
+        let mut entries: HashMap<String, HashMap<Filter, Entry>> = HashMap::new();
+        for ((metric, filter), entry) in wanted.into_iter().zip(built) {
             entries
                 .entry(metric.clone())
                 .or_default()
