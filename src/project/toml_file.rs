@@ -1,7 +1,7 @@
 //! One TOML file of a project: parsed for values, and for positions when a problem needs its
 //! line, so that every problem found in it, by serde or by later validation, can name its
-//! line and field. (Positions are parsed only then: a file of 10 000 KRs took twice as long
-//! to load with them, and its tables kept the memory of a service.)
+//! line and field. (Positions are parsed only then: with them a file of 10 000 KRs took half
+//! as long again to load, 0.21 s instead of 0.14 s, and 132 MB instead of 82 MB.)
 //!
 //! To add a checked file kind, derive `Deserialize` with `deny_unknown_fields` on its types and
 //! call [`TomlFile::deserialize`]: it reports every schema problem it can find, not just the
