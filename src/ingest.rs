@@ -235,7 +235,7 @@ async fn sync_run(
         let store_started = Instant::now();
         let points = std::mem::take(&mut extract.points);
         let point_count = points.len();
-        let stats = store
+        let committed = store
             .commit_ingest_run(
                 run_id,
                 &connector.name,
@@ -244,7 +244,30 @@ async fn sync_run(
                 &extract.rejected,
                 &record,
             )
-            .await?;
+            .await;
+        let stats = match committed {
+            Ok(stats) => stats,
+            Err(err) => {
+                // the database refused the points (a value it cannot store, a lock held too
+                // long): this connector's run fails, with its rejected rows; the others go on
+                let message = format!("cannot store the points: {err:#}");
+                error!(error = %message, "connector run failed");
+                if let Err(fail) = store
+                    .fail_ingest_run(
+                        run_id,
+                        &connector.name,
+                        &extract.rejected,
+                        &record,
+                        &message,
+                    )
+                    .await
+                {
+                    error!(error = %fail, "cannot record the failed run");
+                }
+                outcome.error = Some(message);
+                return Ok(outcome);
+            }
+        };
         outcome.succeeded = true;
         outcome.points_written = stats.written;
         outcome.points_deleted = stats.deleted;

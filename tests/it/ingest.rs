@@ -395,3 +395,43 @@ fn passwords_never_reach_the_output() {
         assert!(!text.contains("S3cretPW"), "{url}: {text}");
     }
 }
+
+/// A value PostgreSQL cannot store (a NUL character in a dimension) fails that connector's
+/// run, recorded with the reason, and the other connectors still load.
+#[tokio::test]
+async fn a_point_the_database_refuses_fails_only_its_connector() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let web = CONNECTOR
+        .replace("data/ads_*.csv", "data/web_*.csv")
+        .replace("[dimensions]\nchannel = \"Channel\"\n", "");
+    let dir = project(&[
+        ("config/metrics.toml", METRICS),
+        ("connectors/ads.toml", CONNECTOR),
+        ("connectors/web.toml", &web),
+        (
+            "data/ads_2024.csv",
+            "Day,Channel,Cost,Conversions\n2024-01-01,sea\u{0}rch,10,1\n",
+        ),
+        (
+            "data/web_2024.csv",
+            "Day,Cost,Conversions\n2024-01-01,5,2\n",
+        ),
+    ]);
+
+    let output = krscore(dir.path(), Some(&db), &["sync"]);
+
+    let text = expect_code(&output, 1);
+    assert!(text.contains("web"), "{text}");
+    let runs = db
+        .rows("SELECT connector, status, error FROM ingest_runs ORDER BY connector")
+        .await;
+    assert_eq!(runs[0][0].as_deref(), Some("ads"));
+    assert_eq!(runs[0][1].as_deref(), Some("failed"));
+    let error = runs[0][2].clone().unwrap_or_default();
+    assert!(error.contains("cannot store the points"), "{error}");
+    assert_eq!(runs[1][0].as_deref(), Some("web"));
+    assert_eq!(runs[1][1].as_deref(), Some("succeeded"));
+    let loaded = "SELECT count(*) FROM metric_points WHERE connector = 'web'";
+    assert_eq!(db.scalar(loaded).await, 2);
+    assert_eq!(db.scalar("SELECT count(*) FROM metric_points").await, 2);
+}
