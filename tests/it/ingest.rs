@@ -435,3 +435,35 @@ async fn a_point_the_database_refuses_fails_only_its_connector() {
     assert_eq!(db.scalar(loaded).await, 2);
     assert_eq!(db.scalar("SELECT count(*) FROM metric_points").await, 2);
 }
+
+/// A quote that is never closed swallows the rest of the file into one cell: the run fails
+/// with the line, and the points stored before stay as they were.
+async fn an_unclosed_quote_fails_the_run_and_keeps_the_stored_days(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let good = "Day,Channel,Cost,Conversions\n2024-01-01,search,10,1\n\
+                2024-01-01,social,20,2\n2024-01-01,video,30,3\n2024-01-02,search,40,4\n";
+    let dir = ads_project(good);
+    expect_code(&krscore(dir.path(), Some(&db), &["sync"]), 0);
+    let stored = "SELECT CAST(sum(value) AS BIGINT) FROM metric_points WHERE metric = 'spend'";
+    assert_eq!(db.scalar(stored).await, 100);
+
+    let broken = good.replace("2024-01-01,social,20,2", "2024-01-01,\"social,20,2");
+    std::fs::write(dir.path().join("data/ads_2024.csv"), broken).unwrap();
+    let output = krscore(dir.path(), Some(&db), &["sync"]);
+
+    let text = expect_code(&output, 1);
+    assert!(
+        text.contains("line 3: a quote opened in this row is never closed"),
+        "{text}"
+    );
+    assert_eq!(
+        db.scalar(stored).await,
+        100,
+        "the stored days are untouched"
+    );
+    let status = db
+        .rows("SELECT status FROM ingest_runs ORDER BY id DESC LIMIT 1")
+        .await;
+    assert_eq!(status[0][0].as_deref(), Some("failed"));
+}
+on_both!(an_unclosed_quote_fails_the_run_and_keeps_the_stored_days);

@@ -777,6 +777,26 @@ pub fn read_table(
             raw: clip(&raw, RAW_KEPT),
         };
         if cells.len() < header_len {
+            // a quote opened and never closed takes the lines after it into one cell: a short
+            // row with a cell holding line breaks and delimiters. What the file has after it
+            // cannot be told, so nothing is loaded (the days it covers would be restated from
+            // the rows before it alone)
+            let delimiter = state.delimiter;
+            let swallowed = cells.iter().find(|c| {
+                c.split_once('\n')
+                    .is_some_and(|(_, rest)| rest.contains(delimiter))
+            });
+            if let Some(cell) = swallowed {
+                return Err(source_err(
+                    shown,
+                    format!(
+                        "line {line}: a quote opened in this row is never closed, so the {} \
+                         line(s) after it were read as one cell; fix the quoting (nothing was \
+                         loaded)",
+                        cell.matches('\n').count()
+                    ),
+                ));
+            }
             short_rows += 1;
         }
         if cells.len() > header_len && cells[header_len..].iter().any(|c| !c.trim().is_empty()) {
