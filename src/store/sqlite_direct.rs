@@ -299,7 +299,8 @@ fn replace_points(
          ON CONFLICT (metric, day, connector, dimension_set) DO UPDATE \
          SET value = excluded.value, period_end = excluded.period_end, run_id = excluded.run_id, \
              flags = excluded.flags \
-         WHERE abs(point_values.value - excluded.value) > 1e-12 * abs(excluded.value) \
+         WHERE abs(point_values.value - excluded.value) \
+               > 1e-12 * max(abs(excluded.value), 1e-200) \
             OR (excluded.value = 0 AND point_values.value <> 0) \
             OR point_values.period_end IS NOT excluded.period_end \
             OR point_values.flags IS NOT excluded.flags",

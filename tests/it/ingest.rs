@@ -467,3 +467,20 @@ async fn an_unclosed_quote_fails_the_run_and_keeps_the_stored_days(backend: Back
     assert_eq!(status[0][0].as_deref(), Some("failed"));
 }
 on_both!(an_unclosed_quote_fails_the_run_and_keeps_the_stored_days);
+
+/// A value too small for a normal float (1e-315) syncs again without an error: the change
+/// test multiplies it by the tolerance, which PostgreSQL refuses to underflow to zero.
+async fn a_subnormal_value_syncs_twice(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let dir = ads_project("Day,Channel,Cost,Conversions\n2024-01-01,search,1e-315,1\n");
+    expect_code(&krscore(dir.path(), Some(&db), &["sync"]), 0);
+    std::fs::write(
+        dir.path().join("data/ads_2024.csv"),
+        "Day,Channel,Cost,Conversions\n2024-01-01,search,1e-315,2\n",
+    )
+    .unwrap();
+    expect_code(&krscore(dir.path(), Some(&db), &["sync"]), 0);
+    let changed = "SELECT points_written FROM ingest_runs ORDER BY id DESC LIMIT 1";
+    assert_eq!(db.scalar(changed).await, 1, "only the conversions changed");
+}
+on_both!(a_subnormal_value_syncs_twice);
