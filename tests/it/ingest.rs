@@ -484,3 +484,30 @@ async fn a_subnormal_value_syncs_twice(backend: Backend) {
     assert_eq!(db.scalar(changed).await, 1, "only the conversions changed");
 }
 on_both!(a_subnormal_value_syncs_twice);
+
+/// A file said to be UTF-8 with one row of bytes that are not: that row is rejected with
+/// its line, the others load.
+async fn a_row_of_bad_bytes_in_a_utf8_file_is_rejected(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let dir = ads_project("");
+    let connector = format!("{CONNECTOR}\n[format]\nencoding = \"utf-8\"\n");
+    std::fs::write(dir.path().join("connectors/ads.toml"), connector).unwrap();
+    let mut csv = b"Day,Channel,Cost,Conversions\n2024-01-01,search,10,1\n".to_vec();
+    csv.extend_from_slice(b"2024-01-01,soc\xff\xfeial,20,2\n2024-01-02,search,40,4\n");
+    std::fs::write(dir.path().join("data/ads_2024.csv"), csv).unwrap();
+
+    expect_code(&krscore(dir.path(), Some(&db), &["sync"]), 0);
+
+    let rejected = db.rows("SELECT location, reason FROM rejected_rows").await;
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert!(
+        rejected[0][0]
+            .as_deref()
+            .unwrap()
+            .ends_with("ads_2024.csv:3")
+    );
+    assert!(rejected[0][1].as_deref().unwrap().contains("not valid"));
+    let spend = "SELECT CAST(sum(value) AS BIGINT) FROM metric_points WHERE metric = 'spend'";
+    assert_eq!(db.scalar(spend).await, 50);
+}
+on_both!(a_row_of_bad_bytes_in_a_utf8_file_is_rejected);

@@ -42,8 +42,9 @@ pub fn choose_encoding(
                 Ok((encoding, None))
             }
             None => Err(
-                "the file is not UTF-8 and has no BOM; set [format] encoding, or \
-                 fallback_encoding (for example \"windows-1251\" for Russian Excel)"
+                "the file is not UTF-8 and has no BOM; set [format] encoding (\"utf-8\" \
+                 rejects only the rows with other bytes; \"windows-1251\" for Russian Excel), \
+                 or fallback_encoding"
                     .into(),
             ),
         };
@@ -60,13 +61,9 @@ pub fn choose_encoding(
             )),
         ));
     }
-    if encoding == encoding_rs::UTF_8 && !utf8_ok {
-        return Err(
-            "the file is not valid UTF-8; set [format] encoding (for example \
-                    \"windows-1251\")"
-                .into(),
-        );
-    }
+    // a file said to be UTF-8 is read as UTF-8 even with bytes that are not: each row holding
+    // them is rejected with its line (a file in another code page is then mostly rejected,
+    // which max_reject_share turns into a failed run that says so)
     Ok((encoding, None))
 }
 
