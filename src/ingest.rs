@@ -271,9 +271,7 @@ async fn sync_run(
         outcome.succeeded = true;
         outcome.points_written = stats.written;
         outcome.points_deleted = stats.deleted;
-        if stats.written + stats.deleted > 0 {
-            outcome.changed_from = days.first().copied();
-        }
+        outcome.changed_from = stats.first_changed;
         info!(
             rows_read = extract.rows_read,
             rows_loaded = extract.rows_loaded,

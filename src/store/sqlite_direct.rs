@@ -221,7 +221,7 @@ fn replace_points(
     }
     let (on_occupied, fresh) = keyed.split(points, &occupied);
 
-    let mut written = 0;
+    let mut stats = WriteStats::default();
     {
         let mut insert = tx.prepare(
             "INSERT INTO point_values \
@@ -230,7 +230,7 @@ fn replace_points(
         )?;
         for &i in &fresh {
             let p = &points[i];
-            written += insert.execute(params![
+            stats.written += insert.execute(params![
                 connector,
                 &*p.metric,
                 keyed.day(p.day),
@@ -242,11 +242,9 @@ fn replace_points(
             ])? as u64;
         }
     }
+    stats.changed(fresh.iter().map(|&i| points[i].day).min());
     if occupied.is_empty() {
-        return Ok(WriteStats {
-            written,
-            deleted: 0,
-        });
+        return Ok(stats);
     }
 
     // the connection is this write's own, so its temporary tables start empty
@@ -279,19 +277,29 @@ fn replace_points(
         }
     }
 
+    // each statement below returns the day of every row it changes: how many, and from when
+    let mut count_days = |rows: &mut rusqlite::Rows| -> anyhow::Result<u64> {
+        let mut count = 0;
+        while let Some(row) = rows.next()? {
+            count += 1;
+            stats.changed(Some(stored_day(row.get_ref(0)?.as_str()?)?));
+        }
+        Ok(count)
+    };
     let mut deleted = 0;
     {
         let mut delete = tx.prepare(
             "DELETE FROM point_values WHERE metric = ?2 \
              AND day IN (SELECT day FROM staging_days) AND connector = ?1 \
              AND NOT EXISTS (SELECT 1 FROM staging_points s WHERE s.metric = ?2 \
-                 AND s.day = point_values.day AND s.dimension_set = point_values.dimension_set)",
+                 AND s.day = point_values.day AND s.dimension_set = point_values.dimension_set) \
+             RETURNING day",
         )?;
         for metric in &stored_metrics {
-            deleted += delete.execute(params![connector, metric])? as u64;
+            deleted += count_days(&mut delete.query(params![connector, metric])?)?;
         }
     }
-    written += tx.execute(
+    let mut upsert = tx.prepare(
         "INSERT INTO point_values \
          (connector, metric, day, period_end, dimension_set, value, run_id, flags) \
          SELECT ?1, metric, day, period_end, dimension_set, value, ?2, ?3 \
@@ -303,8 +311,11 @@ fn replace_points(
                > 1e-12 * max(abs(excluded.value), 1e-200) \
             OR (excluded.value = 0 AND point_values.value <> 0) \
             OR point_values.period_end IS NOT excluded.period_end \
-            OR point_values.flags IS NOT excluded.flags",
-        params![connector, run_id, flags],
-    )? as u64;
-    Ok(WriteStats { written, deleted })
+            OR point_values.flags IS NOT excluded.flags \
+         RETURNING day",
+    )?;
+    let written = count_days(&mut upsert.query(params![connector, run_id, flags])?)?;
+    stats.written += written;
+    stats.deleted = deleted;
+    Ok(stats)
 }

@@ -197,6 +197,7 @@ async fn writes_stored_and_new_days(backend: Backend) {
         .await
         .unwrap();
     assert_eq!((stats.written, stats.deleted), (6, 0));
+    assert_eq!(stats.first_changed, Some(day("2026-01-01")));
     let run = store.start_ingest_run("app", "manual").await.unwrap();
     let app = [point("sessions", "2026-01-04", "2026-01-04", &x, 0.5)];
     store
@@ -236,6 +237,11 @@ async fn writes_stored_and_new_days(backend: Backend) {
         (4, 2),
         "one changed and three new points written, y of the 2nd and 3rd deleted"
     );
+    assert_eq!(
+        stats.first_changed,
+        Some(day("2026-01-02")),
+        "the y point deleted on the 2nd is the earliest change"
+    );
     // flags reach the points of new days too
     let flagged = RunRecord {
         flags: Some("sampled".to_string()),
@@ -243,10 +249,21 @@ async fn writes_stored_and_new_days(backend: Backend) {
     };
     let sixth = [point("sessions", "2026-01-06", "2026-01-06", &x, 6.0)];
     let last_run = store.start_ingest_run("web", "manual").await.unwrap();
-    store
+    let stats = store
         .commit_ingest_run(last_run, "web", sixth.to_vec(), &days(6, 6), &[], &flagged)
         .await
         .unwrap();
+    assert_eq!(stats.first_changed, Some(day("2026-01-06")));
+    // the same again changes nothing, so nothing needs scoring again
+    let again = store.start_ingest_run("web", "manual").await.unwrap();
+    let stats = store
+        .commit_ingest_run(again, "web", sixth.to_vec(), &days(6, 6), &[], &flagged)
+        .await
+        .unwrap();
+    assert_eq!(
+        (stats.written, stats.deleted, stats.first_changed),
+        (0, 0, None)
+    );
 
     let loaded = store
         .load_points(
