@@ -103,7 +103,8 @@ pub async fn sync_connector(
 ) -> anyhow::Result<RunOutcome> {
     let Some(lock) = crate::service::claims::lock_task(store, &connector.name).await? else {
         let message = format!(
-            "`{}` is being run by `krscore run` right now; try again when it has finished",
+            "`{}` is being run right now by another krscore (the service or another sync); \
+             try again when it has finished",
             connector.name
         );
         warn!(connector = %connector.name, "{message}");

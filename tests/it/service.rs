@@ -526,7 +526,7 @@ async fn a_manual_sync_of_a_connector_the_service_is_running_reports_it_busy() {
 
     let text = expect_code(&manual, 1);
     assert!(
-        text.contains("is being run by `krscore run` right now"),
+        text.contains("is being run right now by another krscore"),
         "{text}"
     );
     assert_eq!(finished, 1, "the service's run was not disturbed");
