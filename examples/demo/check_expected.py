@@ -175,6 +175,10 @@ KRS = [
 
 COUNTERS = {"qualified_leads", "sessions", "nps_responses"}
 
+# KRs whose expected results EXPECTED.md works out by hand, in its second table (a milestone
+# by count and one by date, a CPA cap with a budget, a band)
+BY_HAND = {"kz-november-leads", "direct-cpa-cap", "order-value-band", "landing-pages-live"}
+
 
 def resolve_target(target, baseline):
     if isinstance(target, str):
@@ -215,7 +219,7 @@ def check_okr_files():
             for objective in tomllib.load(src)["objective"]:
                 for kr in objective["key_result"]:
                     files[kr["id"]] = (objective["id"], kr)
-    assert set(files) == {row[1] for row in KRS}, sorted(files)
+    assert set(files) == {row[1] for row in KRS} | BY_HAND, sorted(files)
     for objective, kr_id, metric, where, window, kind, target, base_window, weight in KRS:
         owner, kr = files[kr_id]
         assert owner == objective, kr_id
@@ -224,7 +228,13 @@ def check_okr_files():
         assert kr["target"] == target, kr_id
         assert kr.get("type", kind) == kind, kr_id
         assert kr.get("weight", 1) == weight, kr_id
-        assert (kr.get("baseline") == "previous_period") == (base_window is not None), kr_id
+        baseline = kr.get("baseline")
+        if isinstance(baseline, dict):  # written as dates: the same days as the window's
+            baseline = (dt.date.fromisoformat(baseline["start"]),
+                        dt.date.fromisoformat(baseline["end"]))
+            assert baseline == base_window, kr_id
+        else:
+            assert (baseline == "previous_period") == (base_window is not None), kr_id
         if "start" in kr:
             start = dt.date.fromisoformat(kr["start"])
             assert window == (start, start + dt.timedelta(days=kr["days"] - 1)), kr_id
