@@ -10,7 +10,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 use chrono::NaiveDate;
 
-use crate::connector::{Cancel, Connector, Extract, Fetch};
+use crate::connector::{Cancel, Connector, Extract, Fetch, RejectedRow};
 use crate::project::Project;
 use crate::store::{RunRecord, Store};
 
@@ -93,6 +93,24 @@ pub async fn extract(
     Ok(result?)
 }
 
+/// Logs a failed run and closes its row with `message` and its rejected rows; the outcome
+/// says why either way.
+async fn fail(
+    store: &Store,
+    connector: &str,
+    rejected: &[RejectedRow],
+    record: &RunRecord,
+    message: String,
+    outcome: &mut RunOutcome,
+) -> sqlx::Result<()> {
+    error!(error = %message, "connector run failed");
+    let recorded = store
+        .fail_ingest_run(outcome.run_id, connector, rejected, record, &message)
+        .await;
+    outcome.error = Some(message);
+    recorded
+}
+
 /// One run of one connector, recorded in `ingest_runs`.
 pub async fn sync_connector(
     project: &Project,
@@ -171,17 +189,8 @@ async fn sync_run(
             Ok(extract) => extract,
             Err(err) => {
                 let message = format!("{err:#}");
-                error!(error = %message, "connector run failed");
-                store
-                    .fail_ingest_run(
-                        run_id,
-                        &connector.name,
-                        &[],
-                        &RunRecord::default(),
-                        &message,
-                    )
-                    .await?;
-                outcome.error = Some(message);
+                let record = RunRecord::default();
+                fail(store, &connector.name, &[], &record, message, &mut outcome).await?;
                 return Ok(outcome);
             }
         };
@@ -218,17 +227,16 @@ async fn sync_run(
                 share * 100.0,
                 max_share
             );
-            error!(error = %message, "connector run failed");
-            store
-                .fail_ingest_run(
-                    run_id,
-                    &connector.name,
-                    &extract.rejected,
-                    &record,
-                    &message,
-                )
-                .await?;
-            outcome.error = Some(message);
+            let rejected = &extract.rejected;
+            fail(
+                store,
+                &connector.name,
+                rejected,
+                &record,
+                message,
+                &mut outcome,
+            )
+            .await?;
             return Ok(outcome);
         }
 
@@ -252,20 +260,18 @@ async fn sync_run(
                 // the database refused the points (a value it cannot store, a lock held too
                 // long): this connector's run fails, with its rejected rows; the others go on
                 let message = format!("cannot store the points: {err:#}");
-                error!(error = %message, "connector run failed");
-                if let Err(fail) = store
-                    .fail_ingest_run(
-                        run_id,
-                        &connector.name,
-                        &extract.rejected,
-                        &record,
-                        &message,
-                    )
-                    .await
-                {
-                    error!(error = %fail, "cannot record the failed run");
+                let rejected = &extract.rejected;
+                let failed = fail(
+                    store,
+                    &connector.name,
+                    rejected,
+                    &record,
+                    message,
+                    &mut outcome,
+                );
+                if let Err(err) = failed.await {
+                    error!(error = %err, "cannot record the failed run");
                 }
-                outcome.error = Some(message);
                 return Ok(outcome);
             }
         };

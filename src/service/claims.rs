@@ -56,16 +56,15 @@ pub async fn lock_task(store: &Store, task: &str) -> anyhow::Result<Option<RunLo
             }))
         }
         Store::Sqlite(pool) => {
-            let database = pool.connect_options().get_filename().to_path_buf();
-            // an in-memory database (sqlx names it `file:sqlx-in-memory-N`) lives in this
-            // process only: nothing to share, and no lock file to leave in the working directory
-            if !database.is_file() {
+            // an in-memory database lives in this process only: nothing to share, and no lock
+            // file to leave in the working directory
+            let Some(database) = crate::store::sqlite_database_file(pool) else {
                 return Ok(Some(RunLock {
                     connection: None,
                     key: 0,
                     _file: None,
                 }));
-            }
+            };
             let path = format!("{}.{task}.run.lock", database.display());
             let file = std::fs::OpenOptions::new()
                 .create(true)

@@ -943,6 +943,13 @@ fn stored_day(text: &str) -> anyhow::Result<NaiveDate> {
 }
 
 /// [`Store::load_points`] on a SQLite file, over a read-only connection of its own. Blocking.
+/// The file of a SQLite pool's database, or `None` when it is in memory (sqlx names an
+/// in-memory database `file:sqlx-in-memory-N`, which is no file).
+pub fn sqlite_database_file(pool: &SqlitePool) -> Option<std::path::PathBuf> {
+    let path = pool.connect_options().get_filename().to_path_buf();
+    path.is_file().then_some(path)
+}
+
 /// The file of a SQLite URL, or `None` for an in-memory database.
 pub fn sqlite_file(url: &str) -> Option<String> {
     let path = url

@@ -30,9 +30,16 @@ pub(super) struct DirectSqlite {
 
 impl DirectSqlite {
     pub(super) fn of(pool: &SqlitePool) -> DirectSqlite {
-        let path = pool.connect_options().get_filename().to_path_buf();
-        let in_memory = !path.is_file();
-        DirectSqlite { path, in_memory }
+        match super::sqlite_database_file(pool) {
+            Some(path) => DirectSqlite {
+                path,
+                in_memory: false,
+            },
+            None => DirectSqlite {
+                path: pool.connect_options().get_filename().to_path_buf(),
+                in_memory: true,
+            },
+        }
     }
 
     fn open(&self, write: bool) -> anyhow::Result<rusqlite::Connection> {
