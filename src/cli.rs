@@ -245,7 +245,7 @@ async fn preview(
             return ExitCode::from(FAILED);
         }
     };
-    let mut points = extract.points.clone();
+    let mut points: Vec<crate::connector::Point> = extract.points.iter().collect();
     points
         .sort_by(|a, b| (a.day, &a.metric, &a.dimensions).cmp(&(b.day, &b.metric, &b.dimensions)));
     let mut table = Table::new();

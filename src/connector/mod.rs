@@ -7,6 +7,9 @@
 
 pub mod csv;
 pub mod http;
+pub mod points;
+
+pub use points::{PointRow, Points};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -48,7 +51,7 @@ pub struct SkippedLine {
 /// What one connector run read.
 #[derive(Debug, Default)]
 pub struct Extract {
-    pub points: Vec<Point>,
+    pub points: Points,
     /// Every day the run covers: its points replace the stored points of these days.
     pub days: BTreeSet<NaiveDate>,
     pub rows_read: u64,

@@ -21,7 +21,8 @@ use sqlx::sqlite::{
 use sqlx::types::Json;
 use sqlx::{ConnectOptions, Connection};
 
-use crate::connector::{Point, RejectedRow};
+use crate::connector::csv::day_from_number;
+use crate::connector::{PointRow, Points, RejectedRow};
 use crate::settings::redact_url;
 
 mod sqlite_direct;
@@ -378,11 +379,12 @@ impl Store {
         &self,
         run_id: i64,
         connector: &str,
-        points: Vec<Point>,
+        points: impl Into<Points>,
         days: &[NaiveDate],
         rejected: &[RejectedRow],
         record: &RunRecord,
     ) -> anyhow::Result<WriteStats> {
+        let mut points = points.into();
         match self {
             Store::Sqlite(pool) => {
                 let direct = sqlite_direct::DirectSqlite::of(pool);
@@ -390,7 +392,13 @@ impl Store {
                 let (rejected, record) = (rejected.to_vec(), record.clone());
                 tokio::task::spawn_blocking(move || {
                     sqlite_direct::commit_run(
-                        &direct, run_id, &connector, &points, &days, &rejected, &record,
+                        &direct,
+                        run_id,
+                        &connector,
+                        &mut points,
+                        &days,
+                        &rejected,
+                        &record,
                     )
                 })
                 .await?
@@ -399,7 +407,7 @@ impl Store {
                 let flags = record.flags.as_deref();
                 let mut tx = pool.begin().await?;
                 let stats =
-                    pg_replace_points(&mut tx, run_id, connector, &points, days, flags).await?;
+                    pg_replace_points(&mut tx, run_id, connector, &mut points, days, flags).await?;
                 insert_rejected!(&mut *tx, run_id, connector, rejected);
                 finish_run!(&mut *tx, run_id, "succeeded", record, stats, None::<String>);
                 tx.commit().await?;
@@ -446,11 +454,11 @@ impl Store {
             }
             Store::Postgres(pool) => pool,
         };
-        let mut read: Vec<(Arc<str>, Vec<PointRow>)> = Vec::new();
+        let mut read: Vec<(Arc<str>, Vec<StoredRow>)> = Vec::new();
         for metric in metrics {
-            let mut rows: Vec<PointRow> = Vec::new();
+            let mut rows: Vec<StoredRow> = Vec::new();
             for sql in LOAD_POINTS {
-                let part: Vec<PointRow> = sqlx::query_as(sql)
+                let part: Vec<StoredRow> = sqlx::query_as(sql)
                     .bind(metric)
                     .bind(from)
                     .bind(to)
@@ -900,7 +908,7 @@ const LOAD_POINTS: [&str; 2] = [
      ORDER BY day, connector, dimension_set",
 ];
 
-type PointRow = (NaiveDate, NaiveDate, f64, i64, Option<String>, i64);
+type StoredRow = (NaiveDate, NaiveDate, f64, i64, Option<String>, i64);
 
 /// Dimension sets by number, each parsed once and shared by its points.
 #[derive(Default)]
@@ -991,111 +999,98 @@ const SCORE_ROWS: usize = 800;
 /// Objective or KR rows per multi-row INSERT: at most 18 parameters each.
 const DEFINITION_ROWS: usize = 1500;
 
-/// The points in the key's order (metric, day, dimension set), with every text they are
-/// written with made once: each distinct day and dimension set, not each point. The order is
-/// sorted on one number per point made of the ranks of the few distinct metrics and dimension
-/// sets, not by comparing texts.
+/// The texts the points are written with, each made once: each distinct day and dimension
+/// set, not each point. [`Keyed::new`] also puts the points in the key's order (metric, day,
+/// dimension set), sorting on one number per point made of the ranks of the few distinct
+/// metrics and dimension sets, not by comparing texts.
 struct Keyed {
     /// The distinct dimension sets as JSON, sorted.
     sets: Vec<String>,
-    /// Each point's dimension set, as an index into `sets`.
-    set_of: Vec<usize>,
+    /// The rank in `sets` of each of the points' own sets.
+    rank: Vec<u32>,
     /// The stored number of each of `sets` (`dimension_sets.id`), once resolved.
     set_ids: Vec<i64>,
     /// The text of every day from `first_day` on that a point starts or ends on.
-    first_day: NaiveDate,
+    first_day: i32,
     day_texts: Vec<Option<String>>,
-    /// Point indices in key order.
-    order: Vec<usize>,
+    /// The days points start on, in order.
+    point_days: Vec<NaiveDate>,
 }
 
 impl Keyed {
-    fn new(points: &[Point]) -> Keyed {
-        let first_day = points.iter().map(|p| p.day).min().unwrap_or_default();
-        let last_day = points.iter().map(|p| p.until).max().unwrap_or(first_day);
+    fn new(points: &mut Points) -> Keyed {
+        let rows = points.rows();
+        let first_day = rows.iter().map(|r| r.day).min().unwrap_or_default();
+        let last_day = rows
+            .iter()
+            .map(|r| r.until.max(r.day))
+            .max()
+            .unwrap_or(first_day);
         let mut day_texts: Vec<Option<String>> =
-            vec![None; (last_day - first_day).num_days().max(0) as usize + 1];
-        for p in points {
-            for day in [p.day, p.until] {
-                let slot = &mut day_texts[(day - first_day).num_days() as usize];
+            vec![None; (last_day - first_day).max(0) as usize + 1];
+        let mut starts = vec![false; day_texts.len()];
+        for r in rows {
+            starts[(r.day - first_day) as usize] = true;
+            for day in [r.day, r.until] {
+                let slot = &mut day_texts[(day - first_day) as usize];
                 if slot.is_none() {
-                    *slot = Some(day.to_string());
+                    *slot = Some(day_from_number(day).to_string());
                 }
             }
         }
+        let point_days = (0..starts.len())
+            .filter(|i| starts[*i])
+            .map(|i| day_from_number(first_day + i as i32))
+            .collect();
 
-        // the points of a row group are neighbours and share their map and metric, so the last
-        // one seen answers most lookups (pointers stay inside this function: no await here)
-        let mut set_by_map: HashMap<*const BTreeMap<String, String>, usize> = HashMap::new();
-        let mut texts: Vec<String> = Vec::new();
-        let mut last: Option<(*const BTreeMap<String, String>, usize)> = None;
-        let mut set_of: Vec<usize> = Vec::with_capacity(points.len());
-        for p in points {
-            let map = Arc::as_ptr(&p.dimensions);
-            let set = match last {
-                Some((seen, set)) if seen == map => set,
-                _ => *set_by_map.entry(map).or_insert_with(|| {
-                    texts.push(serde_json::to_string(&*p.dimensions).expect("maps serialize"));
-                    texts.len() - 1
-                }),
-            };
-            last = Some((map, set));
-            set_of.push(set);
-        }
-        // equal maps from different rows become one set, ranked in text order
+        // equal maps of different objects become one set, ranked in text order
+        let texts: Vec<String> = points
+            .sets()
+            .iter()
+            .map(|set| serde_json::to_string(&**set).expect("maps serialize"))
+            .collect();
         let mut by_text: Vec<usize> = (0..texts.len()).collect();
         by_text.sort_unstable_by(|a, b| texts[*a].cmp(&texts[*b]));
         let mut sets: Vec<String> = Vec::new();
-        let mut rank = vec![0; texts.len()];
+        let mut rank = vec![0u32; texts.len()];
         for i in by_text {
-            let text = std::mem::take(&mut texts[i]);
-            if sets.last() != Some(&text) {
-                sets.push(text);
+            if sets.last() != Some(&texts[i]) {
+                sets.push(texts[i].clone());
             }
-            rank[i] = sets.len() - 1;
-        }
-        for set in &mut set_of {
-            *set = rank[*set];
+            rank[i] = (sets.len() - 1) as u32;
         }
 
-        let metrics: BTreeSet<&str> = points.iter().map(|p| &*p.metric).collect();
-        let metric_rank: HashMap<&str, u64> = metrics.into_iter().zip(0..).collect();
-        let mut last_metric: Option<(*const u8, u64)> = None;
-        let mut keys: Vec<(u64, usize)> = points
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let name = p.metric.as_ptr();
-                let metric = match last_metric {
-                    Some((seen, rank)) if seen == name => rank,
-                    _ => metric_rank[&*p.metric],
-                };
-                last_metric = Some((name, metric));
-                // metric rank, days from the first day and set rank in one number: below
-                // 4 096 metrics, 2 800 years and 4 294 967 296 sets
-                let day = (p.day - first_day).num_days() as u64;
-                (metric << 52 | day << 32 | set_of[i] as u64, i)
-            })
-            .collect();
-        keys.sort_unstable();
+        let mut by_name: Vec<usize> = (0..points.metrics().len()).collect();
+        by_name.sort_unstable_by(|a, b| points.metrics()[*a].cmp(&points.metrics()[*b]));
+        let mut metric_rank = vec![0u64; by_name.len()];
+        for (position, metric) in by_name.into_iter().enumerate() {
+            metric_rank[metric] = position as u64;
+        }
+        // metric rank, days from the first day and set rank in one number: below 4 096
+        // metrics, 2 800 years and 4 294 967 296 sets
+        points.rows_mut().sort_unstable_by_key(|r| {
+            metric_rank[r.metric as usize] << 52
+                | ((r.day - first_day) as u64) << 32
+                | rank[r.set as usize] as u64
+        });
         Keyed {
             sets,
-            set_of,
+            rank,
             set_ids: Vec::new(),
             first_day,
             day_texts,
-            order: keys.into_iter().map(|(_, i)| i).collect(),
+            point_days,
         }
     }
 
-    fn day(&self, day: NaiveDate) -> &str {
-        self.day_texts[(day - self.first_day).num_days() as usize]
+    fn day(&self, day: i32) -> &str {
+        self.day_texts[(day - self.first_day) as usize]
             .as_deref()
             .expect("every point's days have a text")
     }
 
-    fn dimension_set(&self, point: usize) -> i64 {
-        self.set_ids[self.set_of[point]]
+    fn dimension_set(&self, row: &PointRow) -> i64 {
+        self.set_ids[self.rank[row.set as usize] as usize]
     }
 
     /// The sets' texts, in order, as a list for a statement to unpack.
@@ -1116,11 +1111,33 @@ impl Keyed {
         Ok(())
     }
 
-    /// The point indices in key order: those on `occupied` days, then the others.
-    fn split(&self, points: &[Point], occupied: &HashSet<NaiveDate>) -> (Vec<usize>, Vec<usize>) {
-        self.order
+    /// The days to look up stored points on: those the run covers and any its points start
+    /// on.
+    fn probe_days(&self, days: &[NaiveDate]) -> Vec<NaiveDate> {
+        let mut probe: BTreeSet<NaiveDate> = days.iter().copied().collect();
+        probe.extend(self.point_days.iter().copied());
+        probe.into_iter().collect()
+    }
+
+    /// Whether each day from `first_day` on is among `occupied`, for [`Keyed::on`].
+    fn mask(&self, occupied: &HashSet<NaiveDate>) -> Vec<bool> {
+        (0..self.day_texts.len())
+            .map(|i| occupied.contains(&day_from_number(self.first_day + i as i32)))
+            .collect()
+    }
+
+    /// The points, in key order, that start on a day of `mask` (`wanted`) or not.
+    fn on<'a>(
+        &self,
+        points: &'a Points,
+        mask: &'a [bool],
+        wanted: bool,
+    ) -> impl Iterator<Item = &'a PointRow> + 'a {
+        let first_day = self.first_day;
+        points
+            .rows()
             .iter()
-            .partition(|&&i| occupied.contains(&points[i].day))
+            .filter(move |r| mask[(r.day - first_day) as usize] == wanted)
     }
 }
 
@@ -1132,13 +1149,6 @@ const STORED_METRICS: &str = "WITH RECURSIVE m(metric) AS ( \
         SELECT (SELECT min(p.metric) FROM point_values p WHERE p.metric > m.metric) \
         FROM m WHERE m.metric IS NOT NULL) \
     SELECT metric FROM m WHERE metric IS NOT NULL";
-
-/// The days to look up stored points on: those the run covers and any its points fall on.
-fn probe_days(points: &[Point], days: &[NaiveDate]) -> Vec<NaiveDate> {
-    let mut probe: BTreeSet<NaiveDate> = days.iter().copied().collect();
-    probe.extend(points.iter().map(|p| p.day));
-    probe.into_iter().collect()
-}
 
 /// Bytes per COPY message.
 const COPY_BUFFER: usize = 1 << 20;
@@ -1157,29 +1167,32 @@ fn copy_text(out: &mut Vec<u8>, text: &str) {
 }
 
 /// Streams points to a started COPY in text format, in 1 MB messages: each row is `prefix`,
-/// then metric, day, period end, dimension set and value, then `suffix`.
-async fn copy_points(
+/// then metric, day, period end, dimension set and value, then `suffix`. Gives how many rows
+/// and the earliest day among them.
+async fn copy_points<'a>(
     mut copy: sqlx::postgres::PgCopyIn<&mut PgConnection>,
     keyed: &Keyed,
-    points: &[Point],
-    rows: &[usize],
+    points: &Points,
+    rows: impl Iterator<Item = &'a PointRow>,
     prefix: &[u8],
     suffix: &[u8],
-) -> sqlx::Result<()> {
+) -> sqlx::Result<(u64, Option<i32>)> {
     let mut buffer: Vec<u8> = Vec::with_capacity(COPY_BUFFER + 4096);
-    for &i in rows {
-        let p = &points[i];
+    let (mut count, mut first) = (0, None::<i32>);
+    for row in rows {
+        count += 1;
+        first = Some(first.map_or(row.day, |d| d.min(row.day)));
         buffer.extend_from_slice(prefix);
-        copy_text(&mut buffer, &p.metric);
+        copy_text(&mut buffer, points.metric(row));
         buffer.push(b'\t');
-        buffer.extend_from_slice(keyed.day(p.day).as_bytes());
+        buffer.extend_from_slice(keyed.day(row.day).as_bytes());
         buffer.push(b'\t');
-        buffer.extend_from_slice(keyed.day(p.until).as_bytes());
+        buffer.extend_from_slice(keyed.day(row.until).as_bytes());
         buffer.push(b'\t');
-        buffer.extend_from_slice(keyed.dimension_set(i).to_string().as_bytes());
+        buffer.extend_from_slice(keyed.dimension_set(row).to_string().as_bytes());
         buffer.push(b'\t');
         // Display writes the shortest text that reads back as the same f64
-        buffer.extend_from_slice(p.value.to_string().as_bytes());
+        buffer.extend_from_slice(row.value.to_string().as_bytes());
         buffer.extend_from_slice(suffix);
         buffer.push(b'\n');
         if buffer.len() >= COPY_BUFFER {
@@ -1191,7 +1204,7 @@ async fn copy_points(
         copy.send(buffer).await?;
     }
     copy.finish().await?;
-    Ok(())
+    Ok((count, first))
 }
 
 /// Replaces the connector's points on `days`, as `sqlite_direct::replace_points` does on
@@ -1202,11 +1215,12 @@ async fn pg_replace_points(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     run_id: i64,
     connector: &str,
-    points: &[Point],
+    points: &mut Points,
     days: &[NaiveDate],
     flags: Option<&str>,
 ) -> sqlx::Result<WriteStats> {
     let mut keyed = Keyed::new(points);
+    let points = &*points;
     // every set the run has gets its number (new sets are added, in text order, so two runs
     // adding the same sets wait for each other in the same order)
     let sets = keyed.set_texts();
@@ -1236,15 +1250,15 @@ async fn pg_replace_points(
     )
     .bind(connector)
     .bind(&stored_metrics)
-    .bind(probe_days(points, days))
+    .bind(keyed.probe_days(days))
     .fetch_all(&mut **tx)
     .await?
     .into_iter()
     .collect();
-    let (on_occupied, fresh) = keyed.split(points, &occupied);
+    let mask = keyed.mask(&occupied);
 
     let mut stats = WriteStats::default();
-    if !fresh.is_empty() {
+    if keyed.on(points, &mask, false).next().is_some() {
         let mut prefix = Vec::new();
         copy_text(&mut prefix, connector);
         prefix.push(b'\t');
@@ -1260,9 +1274,10 @@ async fn pg_replace_points(
                  FROM STDIN",
             )
             .await?;
-        copy_points(copy, &keyed, points, &fresh, &prefix, &suffix).await?;
-        stats.written += fresh.len() as u64;
-        stats.changed(fresh.iter().map(|&i| points[i].day).min());
+        let fresh = keyed.on(points, &mask, false);
+        let (written, first) = copy_points(copy, &keyed, points, fresh, &prefix, &suffix).await?;
+        stats.written += written;
+        stats.changed(first.map(day_from_number));
     }
     if occupied.is_empty() {
         return Ok(stats);
@@ -1294,7 +1309,8 @@ async fn pg_replace_points(
             "COPY staging_points (metric, day, period_end, dimension_set, value) FROM STDIN",
         )
         .await?;
-    copy_points(copy, &keyed, points, &on_occupied, b"", b"").await?;
+    let on_occupied = keyed.on(points, &mask, true);
+    copy_points(copy, &keyed, points, on_occupied, b"", b"").await?;
     // no index on the staging table: every statement below joins it whole, by hash
     sqlx::query("ANALYZE staging_points")
         .execute(&mut **tx)

@@ -15,9 +15,10 @@ use sqlx::SqlitePool;
 
 use super::{
     DimensionSets, FINISH_RUN, INSERT_REJECTED, Keyed, LOAD_POINTS, RunRecord, STORED_METRICS,
-    StoredPoint, WriteStats, probe_days, stored_day,
+    StoredPoint, WriteStats, stored_day,
 };
-use crate::connector::{Point, RejectedRow};
+use crate::connector::csv::day_from_number;
+use crate::connector::{Points, RejectedRow};
 
 /// Where a SQLite pool's database is: a file, or the pool's shared in-memory database (sqlx
 /// opens `sqlite::memory:` as a named in-memory database with a shared cache, which another
@@ -119,7 +120,7 @@ pub(super) fn commit_run(
     direct: &DirectSqlite,
     run_id: i64,
     connector: &str,
-    points: &[Point],
+    points: &mut Points,
     days: &[NaiveDate],
     rejected: &[RejectedRow],
     record: &RunRecord,
@@ -185,11 +186,12 @@ fn replace_points(
     tx: &rusqlite::Transaction,
     run_id: i64,
     connector: &str,
-    points: &[Point],
+    points: &mut Points,
     days: &[NaiveDate],
     flags: Option<&str>,
 ) -> anyhow::Result<WriteStats> {
     let mut keyed = Keyed::new(points);
+    let points = &*points;
     // every set the run has gets its number (new sets are added, in text order)
     let sets = serde_json::to_string(&keyed.set_texts()).expect("texts serialize");
     tx.execute(
@@ -212,7 +214,7 @@ fn replace_points(
         .prepare(STORED_METRICS)?
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    let day_list = serde_json::to_string(&probe_days(points, days)).expect("dates serialize");
+    let day_list = serde_json::to_string(&keyed.probe_days(days)).expect("dates serialize");
     let mut occupied: HashSet<NaiveDate> = HashSet::new();
     {
         let mut stored_days = tx.prepare(
@@ -226,7 +228,7 @@ fn replace_points(
             }
         }
     }
-    let (on_occupied, fresh) = keyed.split(points, &occupied);
+    let mask = keyed.mask(&occupied);
 
     let mut stats = WriteStats::default();
     {
@@ -235,21 +237,22 @@ fn replace_points(
              (connector, metric, day, period_end, dimension_set, value, run_id, flags) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?;
-        for &i in &fresh {
-            let p = &points[i];
+        let mut first = None::<i32>;
+        for row in keyed.on(points, &mask, false) {
+            first = Some(first.map_or(row.day, |d| d.min(row.day)));
             stats.written += insert.execute(params![
                 connector,
-                &*p.metric,
-                keyed.day(p.day),
-                keyed.day(p.until),
-                keyed.dimension_set(i),
-                p.value,
+                &**points.metric(row),
+                keyed.day(row.day),
+                keyed.day(row.until),
+                keyed.dimension_set(row),
+                row.value,
                 run_id,
                 flags
             ])? as u64;
         }
+        stats.changed(first.map(day_from_number));
     }
-    stats.changed(fresh.iter().map(|&i| points[i].day).min());
     if occupied.is_empty() {
         return Ok(stats);
     }
@@ -267,14 +270,13 @@ fn replace_points(
             "INSERT INTO staging_points (metric, day, period_end, dimension_set, value) \
              VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
-        for &i in &on_occupied {
-            let p = &points[i];
+        for row in keyed.on(points, &mask, true) {
             stage.execute(params![
-                &*p.metric,
-                keyed.day(p.day),
-                keyed.day(p.until),
-                keyed.dimension_set(i),
-                p.value
+                &**points.metric(row),
+                keyed.day(row.day),
+                keyed.day(row.until),
+                keyed.dimension_set(row),
+                row.value
             ])?;
         }
         // stale points go on the covered days only

@@ -111,7 +111,7 @@ fn close(a: f64, b: f64) -> bool {
 }
 
 fn one_point_period(extract: &Extract) -> (String, String) {
-    let p: &Point = &extract.points[0];
+    let p: Point = extract.points.get(0).expect("a point");
     assert!(
         extract
             .points

@@ -16,12 +16,16 @@ pub mod layout;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufReader, Cursor, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::NaiveDate;
 use polars::prelude::*;
 use serde::Deserialize;
 
-use super::{Cancel, ConnectorError, Extract, Point, RejectedRow, RunContext, SkippedLine, Source};
+use super::points::Dimensions;
+use super::{
+    Cancel, ConnectorError, Extract, PointRow, Points, RejectedRow, RunContext, SkippedLine, Source,
+};
 use crate::okr::{DateValue, OneOrMany};
 pub use clean::{DateFormat, day_from_number, day_number};
 use clean::{NumberLocale, Votes, number_expr, parse_number};
@@ -224,7 +228,7 @@ impl Source for CsvConfig {
             let overlap: BTreeSet<NaiveDate> =
                 one.days.intersection(&extract.days).copied().collect();
             if !overlap.is_empty() {
-                extract.points.retain(|p| !overlap.contains(&p.day));
+                extract.points.retain_days(|day| !overlap.contains(&day));
                 extract.warnings.push(format!(
                     "{shown} covers {} day(s) already read from earlier files ({}..{}); \
                      its numbers replace theirs",
@@ -249,7 +253,7 @@ impl Source for CsvConfig {
 
 /// What one table (a file or a response body) gave.
 pub struct FileRead {
-    pub points: Vec<Point>,
+    pub points: Points,
     pub days: BTreeSet<NaiveDate>,
     pub rows_read: u64,
     pub rows_skipped: u64,
@@ -326,9 +330,7 @@ struct FileState<'a> {
     locales: Option<Vec<NumberLocale>>,
     column_votes: Vec<Votes>,
     file_votes: Votes,
-    partials: Vec<DataFrame>,
-    /// Rows of the first partial after the last [`FileState::compact`].
-    compacted_rows: usize,
+    sums: Sums,
     rejected: Vec<RejectedRow>,
     censored_cells: u64,
     delimiter: char,
@@ -669,8 +671,7 @@ pub fn read_table(
         locales: None,
         column_votes: vec![Votes::default(); columns.sources.len()],
         file_votes: Votes::default(),
-        partials: Vec::new(),
-        compacted_rows: 0,
+        sums: Sums::default(),
         rejected: Vec::new(),
         censored_cells: 0,
         delimiter: dialect.delimiter as char,
@@ -1164,82 +1165,79 @@ impl FileState<'_> {
             .map_err(frame_err(format!("{shown}: cleaning values")))?;
 
         self.collect_rejects(&frame)?;
-        let keys = self.group_keys();
-        let mut aggs = Vec::new();
-        for i in 0..self.config.metrics.len() {
-            aggs.push(col(format!("__m{i}")).sum().alias(format!("__m{i}")));
-            aggs.push(
-                col(format!("__m{i}"))
-                    .count()
-                    .cast(DataType::UInt64)
-                    .alias(format!("__n{i}")),
-            );
-            aggs.push(
-                col(format!("__z{i}"))
-                    .sum()
-                    .cast(DataType::UInt64)
-                    .alias(format!("__z{i}")),
-            );
-        }
-        let partial = frame
-            .lazy()
-            .filter(col("__reason").is_null())
-            .group_by(keys)
-            .agg(aggs)
-            .collect()
-            .map_err(frame_err(format!("{shown}: aggregating")))?;
-        self.partials.push(partial);
-        self.compact()
+        self.add_to_sums(&frame)
     }
 
-    /// Sums the chunk sums gathered so far into one frame once they outgrow the last such
-    /// sum (and half a million rows), so memory follows the number of (day, dimensions)
-    /// groups, not the length of the file; each row is re-summed a bounded number of times.
-    fn compact(&mut self) -> Result<(), ConnectorError> {
-        let rows: usize = self.partials.iter().map(DataFrame::height).sum();
-        if self.partials.len() < 2 || rows - self.compacted_rows < self.compacted_rows.max(1 << 19)
-        {
-            return Ok(());
+    /// Adds the accepted rows of a cleaned chunk to the sums by (day, dimension set).
+    fn add_to_sums(&mut self, frame: &DataFrame) -> Result<(), ConnectorError> {
+        let err = |what: &str| frame_err(format!("{}: reading {what}", self.shown));
+        let days = frame
+            .column("__day")
+            .and_then(|c| c.i32().cloned())
+            .map_err(err("days"))?;
+        let reasons = frame
+            .column("__reason")
+            .and_then(|c| c.i32().cloned())
+            .map_err(err("reasons"))?;
+        let mut dims = Vec::new();
+        for i in 0..self.columns.dims.len() {
+            let column = frame.column(&format!("__d{i}"));
+            dims.push(
+                column
+                    .and_then(|c| c.str().cloned())
+                    .map_err(err("dimensions"))?,
+            );
         }
-        let Some(merged) = self.merge_partials()? else {
-            return Ok(());
-        };
-        let keys = self.group_keys();
-        let mut aggs = Vec::new();
+        let (mut values, mut censored) = (Vec::new(), Vec::new());
         for i in 0..self.config.metrics.len() {
-            for column in [format!("__m{i}"), format!("__n{i}"), format!("__z{i}")] {
-                aggs.push(col(column).sum());
+            let value = frame.column(&format!("__m{i}"));
+            values.push(
+                value
+                    .and_then(|c| c.f64().cloned())
+                    .map_err(err("values"))?,
+            );
+            let flag = frame.column(&format!("__z{i}"));
+            censored.push(flag.and_then(|c| c.u32().cloned()).map_err(err("values"))?);
+        }
+        let sums = &mut self.sums;
+        if sums.values.is_empty() {
+            sums.values = vec![Vec::new(); values.len()];
+            sums.seen = vec![Vec::new(); values.len()];
+        }
+        let mut day_cells = days.iter();
+        let mut reason_cells = reasons.iter();
+        let mut dim_cells: Vec<_> = dims.iter().map(|c| c.iter()).collect();
+        let mut value_cells: Vec<_> = values.iter().map(|c| c.iter()).collect();
+        let mut censored_cells: Vec<_> = censored.iter().map(|c| c.iter()).collect();
+        let mut row_values: Vec<Option<f64>> = vec![None; values.len()];
+        let mut key: Vec<u8> = Vec::new();
+        for _ in 0..frame.height() {
+            let day = day_cells.next().flatten();
+            let reason = reason_cells.next().flatten();
+            key.clear();
+            for cells in &mut dim_cells {
+                set_key_cell(&mut key, cells.next().flatten());
+            }
+            for (value, cells) in row_values.iter_mut().zip(&mut value_cells) {
+                *value = cells.next().flatten();
+            }
+            let mut censored_here = 0u64;
+            for cells in &mut censored_cells {
+                censored_here += u64::from(cells.next().flatten().unwrap_or(0));
+            }
+            let (None, Some(day)) = (reason, day) else {
+                continue;
+            };
+            self.censored_cells += censored_here;
+            let group = sums.group(day, &key);
+            for (m, value) in row_values.iter().enumerate() {
+                if let Some(value) = value {
+                    sums.values[m][group] += value;
+                    sums.seen[m][group] = true;
+                }
             }
         }
-        let summed = merged
-            .lazy()
-            .group_by(keys)
-            .agg(aggs)
-            .collect()
-            .map_err(frame_err(format!("{}: aggregating", self.shown)))?;
-        self.compacted_rows = summed.height();
-        self.partials.push(summed);
         Ok(())
-    }
-
-    /// The columns chunk sums are grouped by: the day and each dimension.
-    fn group_keys(&self) -> Vec<Expr> {
-        let mut keys = vec![col("__day")];
-        keys.extend((0..self.columns.dims.len()).map(|i| col(format!("__d{i}"))));
-        keys
-    }
-
-    /// The chunk sums gathered so far, stacked into one frame (not yet summed).
-    fn merge_partials(&mut self) -> Result<Option<DataFrame>, ConnectorError> {
-        let Some(mut merged) = self.partials.pop() else {
-            return Ok(None);
-        };
-        for partial in self.partials.drain(..) {
-            merged
-                .vstack_mut(&partial)
-                .map_err(frame_err(format!("{}: merging", self.shown)))?;
-        }
-        Ok(Some(merged))
     }
 
     fn collect_rejects(&mut self, frame: &DataFrame) -> Result<(), ConnectorError> {
@@ -1338,126 +1336,144 @@ impl FileState<'_> {
         Ok(())
     }
 
-    /// Merges the chunk sums into points.
-    fn finish(&mut self) -> Result<(Vec<Point>, BTreeSet<NaiveDate>), ConnectorError> {
-        let shown = self.shown;
-        let mut points = Vec::new();
-        let mut covered = BTreeSet::new();
-        let Some(merged) = self.merge_partials()? else {
-            return Ok((points, covered));
-        };
-        for i in 0..self.config.metrics.len() {
-            let z: u64 = merged
-                .column(&format!("__z{i}"))
-                .ok()
-                .and_then(|c| c.u64().ok().and_then(|s| s.sum()))
-                .unwrap_or(0);
-            self.censored_cells += z;
+    /// Turns the sums into points: one per group and metric that any row gave a value.
+    fn finish(&mut self) -> Result<(Points, BTreeSet<NaiveDate>), ConnectorError> {
+        let sums = std::mem::take(&mut self.sums);
+        drop(sums.groups);
+        let mut points = Points::default();
+        let mut covered_days: BTreeSet<i32> = BTreeSet::new();
+        for (day, _) in &sums.keys {
+            covered_days.insert(*day);
         }
-        let keys = self.group_keys();
-        let mut aggs = Vec::new();
-        for i in 0..self.config.metrics.len() {
-            aggs.push(col(format!("__m{i}")).sum());
-            aggs.push(col(format!("__n{i}")).sum());
-        }
-        let grouped = merged
-            .lazy()
-            .group_by(keys)
-            .agg(aggs)
-            .collect()
-            .map_err(frame_err(format!("{shown}: aggregating")))?;
+        let covered = covered_days.into_iter().map(day_from_number).collect();
 
-        let err = |what: &str| frame_err(format!("{shown}: reading {what}"));
-        let day_col = grouped
-            .column("__day")
-            .and_then(|c| c.i32().cloned())
-            .map_err(err("days"))?;
-        let mut dim_cols = Vec::new();
-        for i in 0..self.columns.dims.len() {
-            let c = grouped
-                .column(&format!("__d{i}"))
-                .and_then(|c| c.str().cloned());
-            dim_cols.push(c.map_err(err("dimensions"))?);
+        // one map per distinct dimension set, shared by its points on every day
+        let mut maps: Vec<Option<Dimensions>> = vec![None; sums.sets.len()];
+        for (key, number) in sums.sets {
+            let mut dimensions = BTreeMap::new();
+            let mut rest: &[u8] = &key;
+            for (name, _) in &self.columns.dims {
+                match set_key_next(&mut rest) {
+                    Some(value) => {
+                        dimensions.insert(name.clone(), value.to_string());
+                    }
+                    None => continue,
+                }
+            }
+            for (name, value) in &self.config.constants {
+                dimensions.insert(name.clone(), value.clone());
+            }
+            maps[number as usize] = Some(Arc::new(dimensions));
         }
-        let mut metric_cols = Vec::new();
-        for i in 0..self.config.metrics.len() {
-            let sums = grouped
-                .column(&format!("__m{i}"))
-                .and_then(|c| c.f64().cloned());
-            let counts = grouped
-                .column(&format!("__n{i}"))
-                .and_then(|c| c.u64().cloned());
-            metric_cols.push((sums.map_err(err("sums"))?, counts.map_err(err("counts"))?));
+        for map in maps {
+            points.add_set(map.expect("every set number is given once"));
         }
-        // one map per distinct dimension set, shared by its points on every day (a year of a
-        // few thousand sets is millions of groups: a map each took most of a sync's memory)
-        let mut sets: HashMap<Vec<Option<&str>>, Arc<BTreeMap<String, String>>> = HashMap::new();
-        let mut cells: Vec<Option<&str>> = Vec::with_capacity(dim_cols.len());
-        let metric_names: Vec<Arc<str>> = self
+        let metrics: Vec<u32> = self
             .config
             .metrics
             .iter()
-            .map(|m| Arc::from(m.name.as_str()))
+            .map(|m| points.metric_index(&m.name))
             .collect();
-        // at most one point per group and metric: reserved once, since growing a vector of
-        // millions of points copies it and holds both copies for a moment
-        points.reserve_exact(grouped.height() * metric_cols.len());
-        for row in 0..grouped.height() {
-            let Some(day) = day_col.get(row).map(day_from_number) else {
-                continue;
-            };
-            let until = self.fixed_period.map_or(day, |(_, end)| end);
-            covered.insert(day);
-            cells.clear();
-            cells.extend(dim_cols.iter().map(|values| values.get(row)));
-            let dimensions = match sets.get(cells.as_slice()) {
-                Some(set) => set.clone(),
-                None => {
-                    let mut dimensions = BTreeMap::new();
-                    for ((name, _), value) in self.columns.dims.iter().zip(&cells) {
-                        if let Some(value) = value.filter(|v| !v.is_empty()) {
-                            dimensions.insert(name.clone(), value.to_string());
-                        }
-                    }
-                    for (name, value) in &self.config.constants {
-                        dimensions.insert(name.clone(), value.clone());
-                    }
-                    let set = Arc::new(dimensions);
-                    sets.insert(cells.clone(), set.clone());
-                    set
-                }
-            };
-            for ((metric, (sums, counts)), name) in self
-                .config
-                .metrics
-                .iter()
-                .zip(&metric_cols)
-                .zip(&metric_names)
-            {
-                if counts.get(row).unwrap_or(0) == 0 {
+        let total: usize = sums
+            .seen
+            .iter()
+            .map(|seen| seen.iter().filter(|s| **s).count())
+            .sum();
+        // reserved once: growing a vector of millions of points copies it and holds both
+        // copies for a moment; each metric's sums go as soon as its points are made
+        points.reserve(total);
+        for (m, (values, seen)) in sums.values.into_iter().zip(sums.seen).enumerate() {
+            for ((value, seen), (day, set)) in values.into_iter().zip(seen).zip(&sums.keys) {
+                if !seen {
                     continue;
                 }
-                let Some(value) = sums.get(row) else { continue };
                 if !value.is_finite() {
                     return Err(source_err(
-                        shown,
+                        self.shown,
                         format!(
-                            "`{}` on {day} sums to a number too large to store; check the values",
-                            metric.name
+                            "`{}` on {} sums to a number too large to store; check the values",
+                            self.config.metrics[m].name,
+                            day_from_number(*day)
                         ),
                     ));
                 }
-                points.push(Point {
-                    metric: name.clone(),
-                    day,
-                    until,
-                    dimensions: dimensions.clone(),
+                let until = self.fixed_period.map_or(*day, |(_, end)| day_number(end));
+                points.push_row(PointRow {
                     value,
+                    day: *day,
+                    until,
+                    set: *set,
+                    metric: metrics[m],
                 });
             }
         }
         Ok((points, covered))
     }
+}
+
+/// The running sums of one file by (day, dimension set): each distinct set of dimension cells
+/// gets a number, each (day, set) group a slot per metric. Memory follows the number of
+/// groups, not the length of the file.
+#[derive(Default)]
+struct Sums {
+    /// Each distinct set of dimension cells (as made by [`set_key_cell`]) and its number.
+    sets: HashMap<Box<[u8]>, u32, foldhash::fast::RandomState>,
+    /// Each (day, set) group and its slot.
+    groups: HashMap<(i32, u32), u32, foldhash::fast::RandomState>,
+    /// Each slot's day and set.
+    keys: Vec<(i32, u32)>,
+    /// Per metric: each slot's sum, and whether any row gave it a value.
+    values: Vec<Vec<f64>>,
+    seen: Vec<Vec<bool>>,
+}
+
+impl Sums {
+    /// The slot of a day and a set of cells, made if new.
+    fn group(&mut self, day: i32, key: &[u8]) -> usize {
+        let set = match self.sets.get(key) {
+            Some(set) => *set,
+            None => {
+                let set = self.sets.len() as u32;
+                self.sets.insert(key.into(), set);
+                set
+            }
+        };
+        let next = self.keys.len() as u32;
+        let slot = *self.groups.entry((day, set)).or_insert(next);
+        if slot == next {
+            self.keys.push((day, set));
+            for (values, seen) in self.values.iter_mut().zip(&mut self.seen) {
+                values.push(0.0);
+                seen.push(false);
+            }
+        }
+        slot as usize
+    }
+}
+
+/// Adds a dimension cell to a set's key: the text and an end mark, or one mark for no value
+/// (a missing cell and an empty one both mean the dimension is not there). Neither mark can
+/// occur in UTF-8.
+fn set_key_cell(key: &mut Vec<u8>, cell: Option<&str>) {
+    match cell.filter(|c| !c.is_empty()) {
+        Some(text) => {
+            key.extend_from_slice(text.as_bytes());
+            key.push(0xFE);
+        }
+        None => key.push(0xFF),
+    }
+}
+
+/// Takes the next cell off a set's key (see [`set_key_cell`]).
+fn set_key_next<'a>(key: &mut &'a [u8]) -> Option<&'a str> {
+    if key.first() == Some(&0xFF) {
+        *key = &key[1..];
+        return None;
+    }
+    let end = key.iter().position(|b| *b == 0xFE).unwrap_or(key.len());
+    let text = std::str::from_utf8(&key[..end]).expect("keys are made of UTF-8 cells");
+    *key = key.get(end + 1..).unwrap_or_default();
+    Some(text)
 }
 
 /// A `where` condition on one cell.
@@ -1491,7 +1507,7 @@ fn cell_condition(cell: Expr, filter: &CellFilter) -> Expr {
 fn check_totals(
     state: &FileState,
     totals: &[(u64, Vec<String>)],
-    points: &[Point],
+    points: &Points,
     warnings: &mut Vec<String>,
 ) {
     if totals.is_empty() {
@@ -1511,9 +1527,10 @@ fn check_totals(
         let Some(slot) = slots.value else { continue };
         let index = state.columns.sources[slot];
         let loaded: f64 = points
+            .rows()
             .iter()
-            .filter(|p| *p.metric == *metric.name)
-            .map(|p| p.value)
+            .filter(|r| **points.metric(r) == *metric.name)
+            .map(|r| r.value)
             .sum();
         let stated: Vec<(u64, f64)> = totals
             .iter()

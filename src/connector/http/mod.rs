@@ -23,7 +23,7 @@ use serde_json::Value;
 use super::csv::{
     CsvConfig, CsvFormat, DateConfig, FileRead, MetricColumn, TableInput, read_table,
 };
-use super::{Cancel, ConnectorError, Extract, Point, RejectedRow, RunContext, Source};
+use super::{Cancel, ConnectorError, Extract, Point, Points, RejectedRow, RunContext, Source};
 use crate::okr::{DateValue, OneOrMany};
 use client::{Failure, Policy, Request};
 use template::{Escape, Rendered, Secrets, Vars};
@@ -931,6 +931,7 @@ fn read_pages(
     }
     // CSV or TSV bodies: each page is a table; the same point in two pages adds up
     let mut merged: Option<FileRead> = None;
+    let mut points: Vec<Point> = Vec::new();
     let mut sums: HashMap<PointKey, usize> = HashMap::new();
     for page in pages {
         if page.json.is_some() {
@@ -947,23 +948,20 @@ fn read_pages(
             open: &open,
             records: None,
         };
-        let one = read_table(&table, &input, ctx.timezone, ctx.cancel)?;
-        let Some(all) = merged.as_mut() else {
-            for (i, p) in one.points.iter().enumerate() {
-                sums.insert(point_key(p), i);
-            }
-            merged = Some(one);
-            continue;
-        };
-        for p in one.points {
+        let mut one = read_table(&table, &input, ctx.timezone, ctx.cancel)?;
+        for p in &std::mem::take(&mut one.points) {
             match sums.get(&point_key(&p)) {
-                Some(i) => all.points[*i].value += p.value,
+                Some(i) => points[*i].value += p.value,
                 None => {
-                    sums.insert(point_key(&p), all.points.len());
-                    all.points.push(p);
+                    sums.insert(point_key(&p), points.len());
+                    points.push(p);
                 }
             }
         }
+        let Some(all) = merged.as_mut() else {
+            merged = Some(one);
+            continue;
+        };
         all.days.extend(one.days);
         all.rows_read += one.rows_read;
         all.rows_skipped += one.rows_skipped;
@@ -971,7 +969,9 @@ fn read_pages(
         all.skipped.extend(one.skipped);
         all.warnings.extend(one.warnings);
     }
-    merged.ok_or_else(|| config.fail("no answer"))
+    let mut read = merged.ok_or_else(|| config.fail("no answer"))?;
+    read.points = Points::from(points);
+    Ok(read)
 }
 
 /// What makes two points the same: metric, days and dimensions.
