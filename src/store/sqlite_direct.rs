@@ -59,8 +59,8 @@ impl DirectSqlite {
             .with_context(|| format!("cannot open SQLite database {shown}"))?;
         // the same settings as the pool's connections (Store::connect)
         connection.busy_timeout(Duration::from_secs(30))?;
-        connection.pragma_update(None, "cache_size", -131072)?;
-        connection.pragma_update(Some("temp"), "cache_size", -131072)?;
+        connection.pragma_update(None, "cache_size", super::SQLITE_CACHE_KB)?;
+        connection.pragma_update(Some("temp"), "cache_size", super::SQLITE_CACHE_KB)?;
         connection.pragma_update(None, "foreign_keys", true)?;
         if write && !self.in_memory {
             connection.pragma_update(None, "synchronous", "NORMAL")?;
