@@ -1200,40 +1200,29 @@ impl FileState<'_> {
             censored.push(flag.and_then(|c| c.u32().cloned()).map_err(err("values"))?);
         }
         let sums = &mut self.sums;
-        if sums.values.is_empty() {
-            sums.values = vec![Vec::new(); values.len()];
-            sums.seen = vec![Vec::new(); values.len()];
-        }
-        let mut day_cells = days.iter();
-        let mut reason_cells = reasons.iter();
+        sums.metrics = values.len();
+        // first each row's group (or none for a rejected row), then the values metric by
+        // metric: tight loops whose cache misses on the big tables overlap
+        let mut slots: Vec<Option<usize>> = Vec::with_capacity(frame.height());
         let mut dim_cells: Vec<_> = dims.iter().map(|c| c.iter()).collect();
-        let mut value_cells: Vec<_> = values.iter().map(|c| c.iter()).collect();
-        let mut censored_cells: Vec<_> = censored.iter().map(|c| c.iter()).collect();
-        let mut row_values: Vec<Option<f64>> = vec![None; values.len()];
         let mut key: Vec<u8> = Vec::new();
-        for _ in 0..frame.height() {
-            let day = day_cells.next().flatten();
-            let reason = reason_cells.next().flatten();
+        for (day, reason) in days.iter().zip(reasons.iter()) {
             key.clear();
             for cells in &mut dim_cells {
                 set_key_cell(&mut key, cells.next().flatten());
             }
-            for (value, cells) in row_values.iter_mut().zip(&mut value_cells) {
-                *value = cells.next().flatten();
-            }
-            let mut censored_here = 0u64;
-            for cells in &mut censored_cells {
-                censored_here += u64::from(cells.next().flatten().unwrap_or(0));
-            }
-            let (None, Some(day)) = (reason, day) else {
-                continue;
-            };
-            self.censored_cells += censored_here;
-            let group = sums.group(day, &key);
-            for (m, value) in row_values.iter().enumerate() {
+            slots.push(match (reason, day) {
+                (None, Some(day)) => Some(sums.slot(day, &key)),
+                _ => None,
+            });
+        }
+        for (m, (values, censored)) in values.iter().zip(&censored).enumerate() {
+            for ((slot, value), censored) in slots.iter().zip(values.iter()).zip(censored.iter()) {
+                let Some(slot) = slot else { continue };
+                self.censored_cells += u64::from(censored.unwrap_or(0));
                 if let Some(value) = value {
-                    sums.values[m][group] += value;
-                    sums.seen[m][group] = true;
+                    sums.values[slot + m] += value;
+                    sums.seen[slot + m] = true;
                 }
             }
         }
@@ -1374,16 +1363,22 @@ impl FileState<'_> {
             .iter()
             .map(|m| points.metric_index(&m.name))
             .collect();
-        let total: usize = sums
-            .seen
-            .iter()
-            .map(|seen| seen.iter().filter(|s| **s).count())
-            .sum();
+        let Sums {
+            mut keys,
+            mut values,
+            mut seen,
+            ..
+        } = sums;
         // reserved once: growing a vector of millions of points copies it and holds both
-        // copies for a moment; each metric's sums go as soon as its points are made
-        points.reserve(total);
-        for (m, (values, seen)) in sums.values.into_iter().zip(sums.seen).enumerate() {
-            for ((value, seen), (day, set)) in values.into_iter().zip(seen).zip(&sums.keys) {
+        // copies for a moment
+        points.reserve(seen.iter().filter(|s| **s).count());
+        let until = |day: i32| self.fixed_period.map_or(day, |(_, end)| day_number(end));
+        // the groups from the last one back, giving back the memory of the sums as they go
+        // while the points grow
+        let width = metrics.len();
+        while let Some((day, set)) = keys.pop() {
+            let from = keys.len() * width;
+            for (m, (value, seen)) in values[from..].iter().zip(&seen[from..]).enumerate() {
                 if !seen {
                     continue;
                 }
@@ -1393,18 +1388,24 @@ impl FileState<'_> {
                         format!(
                             "`{}` on {} sums to a number too large to store; check the values",
                             self.config.metrics[m].name,
-                            day_from_number(*day)
+                            day_from_number(day)
                         ),
                     ));
                 }
-                let until = self.fixed_period.map_or(*day, |(_, end)| day_number(end));
                 points.push_row(PointRow {
-                    value,
-                    day: *day,
-                    until,
-                    set: *set,
+                    value: *value,
+                    day,
+                    until: until(day),
+                    set,
                     metric: metrics[m],
                 });
+            }
+            values.truncate(from);
+            seen.truncate(from);
+            if keys.len() % (1 << 16) == 0 {
+                values.shrink_to_fit();
+                seen.shrink_to_fit();
+                keys.shrink_to_fit();
             }
         }
         Ok((points, covered))
@@ -1420,16 +1421,20 @@ struct Sums {
     sets: HashMap<Box<[u8]>, u32, foldhash::fast::RandomState>,
     /// Each (day, set) group and its slot.
     groups: HashMap<(i32, u32), u32, foldhash::fast::RandomState>,
-    /// Each slot's day and set.
+    /// Each group's day and set.
     keys: Vec<(i32, u32)>,
-    /// Per metric: each slot's sum, and whether any row gave it a value.
-    values: Vec<Vec<f64>>,
-    seen: Vec<Vec<bool>>,
+    /// How many metrics each group has a slot for.
+    metrics: usize,
+    /// Each group's sum of each metric, group after group (the slots a row adds to are
+    /// neighbours: one cache miss per row, not one per metric), and whether any row gave the
+    /// slot a value.
+    values: Vec<f64>,
+    seen: Vec<bool>,
 }
 
 impl Sums {
-    /// The slot of a day and a set of cells, made if new.
-    fn group(&mut self, day: i32, key: &[u8]) -> usize {
+    /// The first slot of the group of a day and a set of cells, made if new.
+    fn slot(&mut self, day: i32, key: &[u8]) -> usize {
         let set = match self.sets.get(key) {
             Some(set) => *set,
             None => {
@@ -1439,15 +1444,13 @@ impl Sums {
             }
         };
         let next = self.keys.len() as u32;
-        let slot = *self.groups.entry((day, set)).or_insert(next);
-        if slot == next {
+        let group = *self.groups.entry((day, set)).or_insert(next);
+        if group == next {
             self.keys.push((day, set));
-            for (values, seen) in self.values.iter_mut().zip(&mut self.seen) {
-                values.push(0.0);
-                seen.push(false);
-            }
+            self.values.resize(self.values.len() + self.metrics, 0.0);
+            self.seen.resize(self.seen.len() + self.metrics, false);
         }
-        slot as usize
+        group as usize * self.metrics
     }
 }
 
