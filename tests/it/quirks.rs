@@ -1034,3 +1034,78 @@ fn utf16_exports_with_a_bom_are_decoded() {
         assert_eq!(total(&e, "clicks"), 1204.0);
     }
 }
+
+#[test]
+fn rows_of_one_day_and_dimensions_sum_into_one_point_across_chunks_and_files() {
+    // 70 000 rows (more than one chunk of cleaning) over two days and two regions; an empty,
+    // a blank and a missing region cell all mean "no region"; a later file restates a day
+    let mut big = String::from("Day,Region,Clicks,Cost\n");
+    let mut want: BTreeMap<(String, String), (f64, f64)> = BTreeMap::new();
+    for i in 0..70_000u32 {
+        let day = if i % 2 == 0 {
+            "2024-01-01"
+        } else {
+            "2024-01-02"
+        };
+        let region = ["KZ", "", " ", "RU"][(i % 4) as usize];
+        let (clicks, cost) = (f64::from(i % 7), f64::from(i % 13) / 4.0);
+        if i % 8 == 3 {
+            // a short row: the region cell and after are missing
+            big.push_str(&format!("{day}\n"));
+            want.entry((day.into(), String::new())).or_default();
+            continue;
+        }
+        big.push_str(&format!("{day},{region},{clicks},{cost}\n"));
+        let sums = want.entry((day.into(), region.trim().into())).or_default();
+        sums.0 += clicks;
+        sums.1 += cost;
+    }
+    let dir = project(&[
+        ("config/default.toml", "[ingest]\nmax_reject_share = 1.0\n"),
+        ("config/metrics.toml", METRICS),
+        (
+            "connectors/source.toml",
+            "type = \"csv\"\npath = \"data/*.csv\"\n[date]\ncolumn = \"Day\"\n\
+             [dimensions]\nregion = \"Region\"\n\
+             [[metrics]]\nname = \"clicks\"\ncolumn = \"Clicks\"\n\
+             [[metrics]]\nname = \"cost\"\ncolumn = \"Cost\"\n",
+        ),
+        ("data/a.csv", &big),
+        (
+            "data/b.csv",
+            "Day,Region,Clicks,Cost\n2024-01-02,KZ,5,1.5\n",
+        ),
+    ]);
+    let project = Project::load(dir.path()).unwrap();
+
+    let e = project.connectors[0].extract(dir.path()).unwrap();
+
+    assert_eq!(e.rows_read, 70_001);
+    assert!(e.rejected.is_empty(), "{:?}", e.rejected);
+    let mut got: BTreeMap<(String, String, String), f64> = BTreeMap::new();
+    for p in &e.points {
+        let region = p.dimensions.get("region").cloned().unwrap_or_default();
+        let key = (p.metric.to_string(), p.day.to_string(), region);
+        assert!(
+            got.insert(key, p.value).is_none(),
+            "one point per key: {p:?}"
+        );
+    }
+    let mut expected: BTreeMap<(String, String, String), f64> = BTreeMap::new();
+    for ((day, region), (clicks, cost)) in &want {
+        if day == "2024-01-02" {
+            continue;
+        }
+        expected.insert(("clicks".into(), day.clone(), region.clone()), *clicks);
+        expected.insert(("cost".into(), day.clone(), region.clone()), *cost);
+    }
+    for (metric, value) in [("clicks", 5.0), ("cost", 1.5)] {
+        expected.insert((metric.into(), "2024-01-02".into(), "KZ".into()), value);
+    }
+    assert_eq!(got, expected);
+    assert!(
+        e.warnings
+            .iter()
+            .any(|w| w.contains("data/b.csv covers 1 day(s)"))
+    );
+}
