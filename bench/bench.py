@@ -156,10 +156,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=5_000_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--variants", default="en,ru")
+    parser.add_argument("--big-rows", type=int, default=16_000_000,
+                        help="rows of the English export for P2 (16M rows make about 1 GB; 0 skips it)")
     parser.add_argument("--smoke", action="store_true", help="a small run that only checks the tools work")
     args = parser.parse_args()
     if args.smoke:
-        args.rows, args.rounds = 20_000, 1
+        args.rows, args.rounds, args.big_rows = 20_000, 1, 100_000
     CACHE.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="krscore-bench-"))
     results = []
@@ -187,6 +189,7 @@ def main() -> None:
             for tool, values in times.items():
                 results.append((tool, variant, args.rows, size_mb, statistics.median(values), rss[tool]))
         print_table(results)
+        big_export(work, args)
         postgres_write(work, args)
         scoring_and_idle(work, args)
     finally:
@@ -211,6 +214,37 @@ def psql(url: str, *args: str) -> str:
     if done.returncode != 0:
         raise SystemExit(f"psql failed: {' '.join(args)}\n{done.stderr}")
     return done.stdout.strip()
+
+
+def big_export(work: Path, args) -> None:
+    """P2: the peak RSS of one `krscore sync` of a big export (about 1 GB by default)."""
+    if args.big_rows <= 0:
+        return
+    data = CACHE / f"ads-en-{args.big_rows}.csv"
+    if not data.exists():
+        print(f"generating {data} ...", flush=True)
+        generate(data, args.big_rows, "en")
+    proj = project(work, data, "en")
+    env = dict(os.environ, KRSCORE__DATABASE__URL=f"sqlite://{work / 'big.db'}",
+               KRSCORE__LOG__FORMAT="json", RUST_LOG="info")
+    log_path = work / "big.log"
+    with log_path.open("w") as log_file:
+        started = time.perf_counter()
+        child = subprocess.Popen([str(BINARY), "-C", str(proj), "sync"], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=log_file)
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - started
+    log = log_path.read_text()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"krscore sync of the big export failed:\n{log[-2000:]}")
+    summary = next((json.loads(line) for line in log.splitlines() if "connector run finished" in line), None)
+    if summary is None:
+        raise SystemExit(f"no run summary in the log:\n{log[-2000:]}")
+    size = data.stat().st_size
+    print(f"\nP2 one sync of a {size / 1e6:,.0f} MB export ({args.big_rows:,} rows, {summary['points']:,} points): "
+          f"{seconds:.1f} s, peak RSS {usage.ru_maxrss / 1024:.0f} MB "
+          f"(while reading {summary['read_peak_rss_mb']} MB; read {summary['read_ms'] / 1000:.1f} s, "
+          f"store {summary['store_ms'] / 1000:.1f} s)")
 
 
 def postgres_write(work: Path, args) -> None:
