@@ -908,7 +908,7 @@ type StoredRow = (NaiveDate, NaiveDate, f64, i64, Option<String>, i64);
 
 /// Dimension sets by number, each parsed once and shared by its points.
 #[derive(Default)]
-struct DimensionSets(HashMap<i64, Arc<BTreeMap<String, String>>>);
+struct DimensionSets(HashMap<i64, Arc<BTreeMap<String, String>>, foldhash::fast::RandomState>);
 
 impl DimensionSets {
     /// The dimensions of set `set`, parsed from the text `find` gives the first time the set

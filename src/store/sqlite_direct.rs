@@ -88,6 +88,7 @@ pub(super) fn read_points(
     ];
     let mut set_text = connection.prepare("SELECT dimensions FROM dimension_sets WHERE id = ?1")?;
     let mut sets = DimensionSets::default();
+    let mut days = LastDay::default();
     let mut out = Vec::new();
     let (from, to) = (from.to_string(), to.to_string());
     for metric in metrics {
@@ -97,10 +98,11 @@ pub(super) fn read_points(
             let mut rows = statement.query(params![metric, from, to])?;
             while let Some(row) = rows.next()? {
                 let set: i64 = row.get(5)?;
+                let day = days.day(row.get_ref(0)?.as_str()?)?;
                 out.push(StoredPoint {
                     metric: name.clone(),
-                    day: stored_day(row.get_ref(0)?.as_str()?)?,
-                    period_end: stored_day(row.get_ref(1)?.as_str()?)?,
+                    day,
+                    period_end: days.day(row.get_ref(1)?.as_str()?)?,
                     dimensions: sets.dimensions(set, || {
                         Ok(set_text.query_row([set], |r| r.get(0)).optional()?)
                     })?,
@@ -112,6 +114,25 @@ pub(super) fn read_points(
         }
     }
     Ok(out)
+}
+
+/// The day last read, for the rows that follow on the same day (points come in day order, and
+/// a point's period usually ends on its day).
+#[derive(Default)]
+struct LastDay {
+    text: String,
+    day: NaiveDate,
+}
+
+impl LastDay {
+    fn day(&mut self, text: &str) -> anyhow::Result<NaiveDate> {
+        if self.text != text {
+            self.day = stored_day(text)?;
+            self.text.clear();
+            self.text.push_str(text);
+        }
+        Ok(self.day)
+    }
 }
 
 /// Replaces the run's points on its days, stores its rejected rows and closes it as

@@ -7,8 +7,9 @@
 //! needs (title lines, date-range lines and other tables before it are skipped and reported);
 //! read data rows until the table ends, setting aside totals rows (used to check the sums),
 //! ragged rows and undecodable rows; clean each chunk of rows with polars expressions
-//! ([`clean`]) and sum it by day and dimensions; finally merge the chunk sums into points.
-//! Memory stays bounded by the chunk size and the number of (day, dimensions) groups.
+//! ([`clean`]) and add its values to running sums, one slot per metric for each (day,
+//! dimension set) group, the set's cells numbered once in a hash map; finally turn the sums
+//! into points. Memory stays bounded by the chunk size and the number of groups.
 
 pub mod clean;
 pub mod layout;
