@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod connector;
+pub mod cores;
 pub mod ingest;
 pub mod metrics;
 pub mod okr;

@@ -212,7 +212,8 @@ async fn score_days(
         let o = score_objective(settings, objective, &rows, day);
         (rows, o)
     };
-    let scored: Vec<(Vec<KrScoreRow>, ObjectiveScoreRow)> = map_on_cores(&pairs, score_pair);
+    let scored: Vec<(Vec<KrScoreRow>, ObjectiveScoreRow)> =
+        crate::cores::map_on_cores(&pairs, score_pair);
     let mut kr_rows: BTreeMap<(String, NaiveDate), KrScoreRow> = BTreeMap::new();
     let mut objective_rows: BTreeMap<(String, NaiveDate), ObjectiveScoreRow> = BTreeMap::new();
     for (rows, o) in scored {
@@ -226,28 +227,6 @@ async fn score_days(
         kr_rows.into_values().collect(),
         objective_rows.into_values().collect(),
     ))
-}
-
-/// `f` of each item, in order, worked out on as many scoped threads as there are cores, each
-/// taking a contiguous part of `items`.
-fn map_on_cores<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, items.len().max(1));
-    if threads == 1 {
-        return items.iter().map(f).collect();
-    }
-    let f = &f;
-    std::thread::scope(|scope| {
-        let parts: Vec<_> = items
-            .chunks(items.len().div_ceil(threads))
-            .map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<R>>()))
-            .collect();
-        parts
-            .into_iter()
-            .flat_map(|part| part.join().expect("a worker thread panicked"))
-            .collect()
-    })
 }
 
 /// The objectives and KRs as stored for BI tools.
@@ -297,18 +276,4 @@ pub fn definitions(project: &Project) -> Vec<ObjectiveDefinition> {
             }
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::map_on_cores;
-
-    #[test]
-    fn work_shared_over_the_cores_comes_back_in_order() {
-        let items: Vec<u64> = (0..1001).collect();
-        let doubled = map_on_cores(&items, |x| x * 2);
-        assert_eq!(doubled, items.iter().map(|x| x * 2).collect::<Vec<_>>());
-        assert!(map_on_cores(&[] as &[u64], |x| *x).is_empty());
-        assert_eq!(map_on_cores(&[7u64], |x| x + 1), [8]);
-    }
 }

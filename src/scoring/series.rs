@@ -123,7 +123,7 @@ impl SeriesSet {
         };
         // the series are independent of each other: built on all cores
         let wanted: Vec<&(String, Filter)> = wanted.iter().collect();
-        let built: Vec<Entry> = super::map_on_cores(&wanted, |w| build_entry(w));
+        let built: Vec<Entry> = crate::cores::map_on_cores(&wanted, |w| build_entry(w));
         let mut entries: HashMap<String, HashMap<Filter, Entry>> = HashMap::new();
         for ((metric, filter), entry) in wanted.into_iter().zip(built) {
             entries

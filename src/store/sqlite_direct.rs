@@ -74,10 +74,31 @@ impl DirectSqlite {
     }
 }
 
-/// The points of `metrics` that touch `from..=to`, as `Store::load_points` gives them.
+/// The points of `metrics` that touch `from..=to`, as `Store::load_points` gives them: the
+/// metrics are shared out over the cores, each read on a connection of its own.
 pub(super) fn read_points(
     direct: &DirectSqlite,
     metrics: &[String],
+    from: NaiveDate,
+    to: NaiveDate,
+) -> anyhow::Result<Vec<StoredPoint>> {
+    let parts = crate::cores::map_on_cores(metrics, |metric| read_metric(direct, metric, from, to));
+    let mut out = Vec::new();
+    for part in parts {
+        let part = part?;
+        if out.is_empty() {
+            out = part;
+        } else {
+            out.extend(part);
+        }
+    }
+    Ok(out)
+}
+
+/// The points of one metric that touch `from..=to`.
+fn read_metric(
+    direct: &DirectSqlite,
+    metric: &str,
     from: NaiveDate,
     to: NaiveDate,
 ) -> anyhow::Result<Vec<StoredPoint>> {
@@ -91,26 +112,24 @@ pub(super) fn read_points(
     let mut days = LastDay::default();
     let mut out = Vec::new();
     let (from, to) = (from.to_string(), to.to_string());
-    for metric in metrics {
-        // every row of the query is of this metric
-        let name: Arc<str> = metric.as_str().into();
-        for statement in &mut statements {
-            let mut rows = statement.query(params![metric, from, to])?;
-            while let Some(row) = rows.next()? {
-                let set: i64 = row.get(5)?;
-                let day = days.day(row.get_ref(0)?.as_str()?)?;
-                out.push(StoredPoint {
-                    metric: name.clone(),
-                    day,
-                    period_end: days.day(row.get_ref(1)?.as_str()?)?,
-                    dimensions: sets.dimensions(set, || {
-                        Ok(set_text.query_row([set], |r| r.get(0)).optional()?)
-                    })?,
-                    value: row.get(2)?,
-                    run_id: row.get(3)?,
-                    flags: row.get(4)?,
-                });
-            }
+    // every row of the query is of this metric
+    let name: Arc<str> = metric.into();
+    for statement in &mut statements {
+        let mut rows = statement.query(params![metric, from, to])?;
+        while let Some(row) = rows.next()? {
+            let set: i64 = row.get(5)?;
+            let day = days.day(row.get_ref(0)?.as_str()?)?;
+            out.push(StoredPoint {
+                metric: name.clone(),
+                day,
+                period_end: days.day(row.get_ref(1)?.as_str()?)?,
+                dimensions: sets.dimensions(set, || {
+                    Ok(set_text.query_row([set], |r| r.get(0)).optional()?)
+                })?,
+                value: row.get(2)?,
+                run_id: row.get(3)?,
+                flags: row.get(4)?,
+            });
         }
     }
     Ok(out)
@@ -337,9 +356,7 @@ fn replace_points(
          ON CONFLICT (metric, day, connector, dimension_set) DO UPDATE \
          SET value = excluded.value, period_end = excluded.period_end, run_id = excluded.run_id, \
              flags = excluded.flags \
-         WHERE abs(point_values.value - excluded.value) \
-               > 1e-12 * max(abs(excluded.value), 1e-200) \
-            OR (excluded.value = 0 AND point_values.value <> 0) \
+         WHERE point_values.value <> excluded.value \
             OR point_values.period_end IS NOT excluded.period_end \
             OR point_values.flags IS NOT excluded.flags \
          RETURNING day",

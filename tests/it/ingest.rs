@@ -468,8 +468,8 @@ async fn an_unclosed_quote_fails_the_run_and_keeps_the_stored_days(backend: Back
 }
 on_both!(an_unclosed_quote_fails_the_run_and_keeps_the_stored_days);
 
-/// A value too small for a normal float (1e-315) syncs again without an error: the change
-/// test multiplies it by the tolerance, which PostgreSQL refuses to underflow to zero.
+/// A value too small for a normal float (1e-315) syncs again without an error (a change test
+/// with a relative tolerance made PostgreSQL underflow).
 async fn a_subnormal_value_syncs_twice(backend: Backend) {
     let db = TestDb::new(backend).await;
     let dir = ads_project("Day,Channel,Cost,Conversions\n2024-01-01,search,1e-315,1\n");
@@ -484,6 +484,35 @@ async fn a_subnormal_value_syncs_twice(backend: Backend) {
     assert_eq!(db.scalar(changed).await, 1, "only the conversions changed");
 }
 on_both!(a_subnormal_value_syncs_twice);
+
+/// A correction tiny next to the value is written, and so is a huge value changing sign
+/// (the change test once ignored relative changes under 1e-12 and overflowed on PostgreSQL).
+async fn every_correction_is_written_however_small(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let file = |cost: &str, conversions: &str| {
+        format!("Day,Channel,Cost,Conversions\n2024-01-01,search,{cost},{conversions}\n")
+    };
+    let dir = ads_project(&file("1234567890123.25", "1e308"));
+    expect_code(&krscore(dir.path(), Some(&db), &["sync"]), 0);
+    let data = dir.path().join("data/ads_2024.csv");
+    std::fs::write(&data, file("1234567890124", "-1e308")).unwrap();
+    expect_code(&krscore(dir.path(), Some(&db), &["sync"]), 0);
+
+    let changed = "SELECT points_written FROM ingest_runs ORDER BY id DESC LIMIT 1";
+    assert_eq!(db.scalar(changed).await, 2);
+    let values = db
+        .rows("SELECT metric, CAST(value AS TEXT) FROM metric_points ORDER BY metric")
+        .await;
+    let value = |row: &Vec<Option<String>>| row[1].as_deref().unwrap().parse::<f64>().unwrap();
+    assert_eq!(values[0][0].as_deref(), Some("conversions"));
+    assert_eq!(value(&values[0]), -1e308);
+    assert_eq!(values[1][0].as_deref(), Some("spend"));
+    assert_eq!(value(&values[1]), 1234567890124.0);
+    std::fs::write(&data, file("1234567890124", "-1e308")).unwrap();
+    expect_code(&krscore(dir.path(), Some(&db), &["sync"]), 0);
+    assert_eq!(db.scalar(changed).await, 0, "unchanged data writes nothing");
+}
+on_both!(every_correction_is_written_however_small);
 
 /// A file said to be UTF-8 with one row of bytes that are not: that row is rejected with
 /// its line, the others load.
