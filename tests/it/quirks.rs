@@ -1109,3 +1109,44 @@ fn rows_of_one_day_and_dimensions_sum_into_one_point_across_chunks_and_files() {
             .any(|w| w.contains("data/b.csv covers 1 day(s)"))
     );
 }
+
+#[test]
+fn a_decimal_mark_unlike_the_first_rows_is_refused_not_read_as_thousands() {
+    // the first chunk holds only whole numbers, so a `;` file gets a decimal comma; later
+    // cells written with a dot are not read as thousands (12.5 as 125)
+    let mut csv = String::from("Date;Cost\n");
+    for _ in 0..70_000 {
+        csv.push_str("2026-01-01;1\n");
+    }
+    csv.push_str("2026-01-02;12.5\n2026-01-02;0.75\n2026-01-02;1.250\n");
+    let dir = project(&[
+        ("config/default.toml", "[ingest]\nmax_reject_share = 1.0\n"),
+        ("config/metrics.toml", METRICS),
+        (
+            "connectors/source.toml",
+            "type = \"csv\"\npath = \"data/a.csv\"\n[date]\ncolumn = \"Date\"\n\
+             [[metrics]]\nname = \"cost\"\ncolumn = \"Cost\"\n",
+        ),
+        ("data/a.csv", &csv),
+    ]);
+    let project = Project::load(dir.path()).unwrap();
+
+    let e = project.connectors[0].extract(dir.path()).unwrap();
+
+    assert_eq!(
+        by_day(&e, "cost")["2026-01-02"],
+        1250.0,
+        "only the grouped 1.250 loads"
+    );
+    let reasons: Vec<&str> = e.rejected.iter().map(|r| r.reason.as_str()).collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons[0].contains("`12.5` is not a number with `,` as the decimal mark"));
+    assert!(reasons.iter().all(|r| r.contains("set [format] decimal")));
+    assert_eq!(
+        e.rejected
+            .iter()
+            .map(|r| r.location.as_str())
+            .collect::<Vec<_>>(),
+        ["data/a.csv:70002", "data/a.csv:70003"]
+    );
+}

@@ -44,6 +44,39 @@ impl NumberLocale {
     }
 }
 
+/// Whether the thousands separators of a cell stand where thousands separators can: a
+/// separator between two digits of the whole part starts a group of exactly three digits, and
+/// the first group has one to three. `12.5` in a column whose thousands separator is `.` is
+/// not 125 but a number written with another decimal mark, and is refused rather than read
+/// ten times too big. Separators not between digits (`US$ 1.234,50`) are left to the other
+/// rules.
+pub fn grouping_ok(cell: &str, locale: &NumberLocale) -> bool {
+    let whole = cell.split(locale.decimal).next().unwrap_or_default();
+    let chars: Vec<char> = whole.chars().collect();
+    // digits of the group being read, and whether a separator opened it
+    let (mut digits, mut separated) = (0u32, false);
+    for (i, c) in chars.iter().enumerate() {
+        if c.is_ascii_digit() {
+            digits += 1;
+        } else if locale.thousands.contains(c)
+            && i > 0
+            && chars[i - 1].is_ascii_digit()
+            && chars.get(i + 1).is_some_and(char::is_ascii_digit)
+        {
+            if (separated && digits != 3) || (!separated && digits > 3) {
+                return false;
+            }
+            (digits, separated) = (0, true);
+        } else {
+            if separated && digits != 3 {
+                return false;
+            }
+            (digits, separated) = (0, false);
+        }
+    }
+    !separated || digits == 3
+}
+
 /// Votes for a decimal mark, counted per column and per file.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Votes {
@@ -207,6 +240,9 @@ pub fn plain_numbers(cells: &StringChunked, locale: &NumberLocale) -> Option<Vec
             out.push(None);
             continue;
         };
+        if !grouping_ok(cell, locale) {
+            return None;
+        }
         text.clear();
         let mut digits_after_mark = None;
         let mut digits = 0;
@@ -251,6 +287,9 @@ pub fn parse_number(text: &str, locale: &NumberLocale) -> Option<f64> {
     {
         let numbers: Vec<f64> = parts.iter().map(|p| p.parse().unwrap_or(0.0)).collect();
         return Some(numbers.iter().fold(0.0, |acc, n| acc * 60.0 + n));
+    }
+    if !grouping_ok(cell, locale) {
+        return None;
     }
     let percent = cell.ends_with('%');
     let body: String = cell
@@ -468,7 +507,6 @@ mod tests {
             "1\u{a0}234",
             "",
             "7",
-            "1,2,3",
             "100000000000000000000",
         ];
         let locale = NumberLocale::new('.', None);
@@ -483,7 +521,7 @@ mod tests {
             polars_values(&cells, &comma)
         );
         for odd in [
-            "12%", "$5", "1:30", "--", "<1", "1.", ".5", "+5", "1e5", "12abc", "1.2.3",
+            "12%", "$5", "1:30", "--", "<1", "1.", ".5", "+5", "1e5", "12abc", "1.2.3", "1,2,3",
         ] {
             let ca = StringChunked::from_slice("c".into(), &["1", odd]);
             assert!(plain_numbers(&ca, &locale).is_none(), "{odd}");
@@ -512,6 +550,35 @@ mod tests {
                 "polars: {cell:?} -> {vectorised:?}, expected {expected:?}"
             );
         }
+    }
+
+    #[test]
+    fn thousands_separators_need_groups_of_three() {
+        let comma = NumberLocale::new(',', None);
+        let dot = NumberLocale::new('.', None);
+        for ok in [
+            "1.234",
+            "1.234.567,5",
+            "12 345",
+            "-1.234",
+            "US$ 1.234,50",
+            "4 372,20 ₽",
+            "7",
+        ] {
+            assert!(grouping_ok(ok, &comma), "{ok}");
+        }
+        for bad in ["12.5", "0.75", "1.23", "1.2345", "1234.567", "1.234.56"] {
+            assert!(!grouping_ok(bad, &comma), "{bad}");
+            assert_eq!(parse_number(bad, &comma), None, "{bad}");
+        }
+        assert!(grouping_ok("1,234.5", &dot) && !grouping_ok("1,5", &dot));
+        let cells = StringChunked::new("c".into(), ["1", "12.5"]);
+        assert_eq!(
+            plain_numbers(&cells, &comma),
+            None,
+            "left to the full rules"
+        );
+        assert_eq!(parse_number("1.234,5", &comma), Some(1234.5));
     }
 
     #[test]

@@ -1076,7 +1076,15 @@ impl FileState<'_> {
                     columns.push(Column::new(format!("__v{slot}").into(), values));
                     plain.push(true);
                 }
-                None => plain.push(false),
+                None => {
+                    // which cells have their thousands separators where they can stand
+                    let grouped: Vec<bool> = cells
+                        .iter()
+                        .map(|c| c.is_none_or(|c| clean::grouping_ok(c, &locales[slot])))
+                        .collect();
+                    columns.push(Column::new(format!("__g{slot}").into(), grouped));
+                    plain.push(false);
+                }
             }
             columns.push(cells.into_column());
         }
@@ -1086,7 +1094,13 @@ impl FileState<'_> {
             if plain[slot] {
                 (col(format!("__v{slot}")), lit(false), lit(false))
             } else {
-                number_expr(col(format!("__c{slot}")), &locales[slot])
+                let (value, bad, censored) = number_expr(col(format!("__c{slot}")), &locales[slot]);
+                let grouped = col(format!("__g{slot}"));
+                let misgrouped = grouped.clone().not().and(censored.clone().not());
+                let value = when(grouped)
+                    .then(value)
+                    .otherwise(lit(NULL).cast(DataType::Float64));
+                (value, bad.or(misgrouped), censored)
             }
         };
 
@@ -1311,9 +1325,21 @@ impl FileState<'_> {
                 }
                 .unwrap_or(0);
                 let column = &self.columns.header[self.columns.sources[slot]];
+                let text = cell(format!("__c{slot}"), row);
+                let locale = &self.locales.as_ref().expect("decided before cleaning")[slot];
+                let hint = if clean::grouping_ok(&text, locale) {
+                    String::new()
+                } else {
+                    format!(
+                        " with `{}` as the decimal mark (its other marks are read as thousands \
+                         separators, which need groups of three digits); set [format] decimal \
+                         if the column uses another",
+                        locale.decimal
+                    )
+                };
                 format!(
-                    "column `{column}`: `{}` is not a number",
-                    clip(&cell(format!("__c{slot}"), row), 100)
+                    "column `{column}`: `{}` is not a number{hint}",
+                    clip(&text, 100)
                 )
             };
             self.rejected.push(RejectedRow {
