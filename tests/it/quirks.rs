@@ -1150,3 +1150,36 @@ fn a_decimal_mark_unlike_the_first_rows_is_refused_not_read_as_thousands() {
         ["data/a.csv:70002", "data/a.csv:70003"]
     );
 }
+
+#[test]
+fn a_dated_row_is_data_whatever_its_first_cell_says() {
+    let dir = project(&[
+        ("config/default.toml", "[ingest]\nmax_reject_share = 1.0\n"),
+        ("config/metrics.toml", METRICS),
+        (
+            "connectors/source.toml",
+            "type = \"csv\"\npath = \"data/a.csv\"\n[date]\ncolumn = \"Date\"\n\
+             [dimensions]\ncampaign = \"Campaign\"\n\
+             [[metrics]]\nname = \"clicks\"\ncolumn = \"Clicks\"\n",
+        ),
+        (
+            "data/a.csv",
+            "Campaign,Date,Clicks\nTotal Protection - Brand,2026-01-01,10\n\
+             Всего понемногу,2026-01-01,5\nSumme Sommer,2026-01-01,3\nBrand,2026-01-01,1\n\
+             Total,,19\n",
+        ),
+    ]);
+    let project = Project::load(dir.path()).unwrap();
+
+    let e = project.connectors[0].extract(dir.path()).unwrap();
+
+    assert_eq!(e.rows_read, 4);
+    assert_eq!(by(&e, "clicks", "campaign").len(), 4);
+    assert_eq!(total(&e, "clicks"), 19.0);
+    assert_eq!(e.rows_skipped, 1, "the undated Total row is the totals row");
+    assert!(
+        e.warnings.is_empty(),
+        "the totals row matches: {:?}",
+        e.warnings
+    );
+}

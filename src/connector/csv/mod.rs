@@ -757,11 +757,17 @@ pub fn read_table(
             skip("no date", &raw);
             continue;
         }
-        let first = cells
-            .iter()
-            .find(|c| !c.trim().is_empty())
-            .copied()
-            .unwrap_or_default();
+        let first_at = cells.iter().position(|c| !c.trim().is_empty());
+        // a row dated in its date column is data whatever its first cell says (a campaign
+        // called `Total Protection`); a total word counts where the date is missing or is
+        // the first cell itself
+        let dated_elsewhere = state.columns.date.is_some_and(|i| {
+            Some(i) != first_at && cells.get(i).is_some_and(|c| !c.trim().is_empty())
+        });
+        let first = match first_at {
+            Some(at) if !dated_elsewhere => cells[at],
+            _ => "",
+        };
         let keys_empty = key_columns
             .iter()
             .all(|i| cells.get(*i).is_none_or(|c| c.trim().is_empty()));
