@@ -75,24 +75,30 @@ pub async fn run(
     let mut phases = Phases::default();
 
     // the definitions change only with the files: skip the upserts when the last pass used
-    // the same ones (a service scores after every sync)
-    let synced = store
-        .last_definition_hash()
-        .await
-        .context("cannot read scoring runs")?;
-    if synced.as_deref() != Some(project.definition_hash.as_str()) {
-        store
-            .sync_definitions(&definitions(project))
+    // the same ones (a service scores after every sync). They are written while the points
+    // are read and scored: neither needs the other until the scores are committed.
+    let definitions = async {
+        let synced = store
+            .last_definition_hash()
             .await
-            .context("cannot sync OKR definitions")?;
-    }
-    phases.definitions_ms = millis(started);
-    let run_id = store
-        .start_scoring_run(trigger, first, last, &project.definition_hash)
-        .await
-        .context("cannot record the scoring run")?;
-
-    let (kr_rows, objective_rows) = match score_days(project, store, days, &mut phases).await {
+            .context("cannot read scoring runs")?;
+        if synced.as_deref() != Some(project.definition_hash.as_str()) {
+            store
+                .sync_definitions(&definitions(project))
+                .await
+                .context("cannot sync OKR definitions")?;
+        }
+        let definitions_ms = millis(started);
+        let run_id = store
+            .start_scoring_run(trigger, first, last, &project.definition_hash)
+            .await
+            .context("cannot record the scoring run")?;
+        anyhow::Ok((run_id, definitions_ms))
+    };
+    let (run, scored) = tokio::join!(definitions, score_days(project, store, days, &mut phases));
+    let (run_id, definitions_ms) = run?;
+    phases.definitions_ms = definitions_ms;
+    let (kr_rows, objective_rows) = match scored {
         Ok(rows) => rows,
         Err(err) => {
             let _ = store.fail_scoring_run(run_id, &format!("{err:#}")).await;
