@@ -104,6 +104,7 @@ async fn fail(
     outcome: &mut RunOutcome,
 ) -> sqlx::Result<()> {
     error!(error = %message, "connector run failed");
+    let message = message.replace('\0', "\u{2400}");
     let recorded = store
         .fail_ingest_run(outcome.run_id, connector, rejected, record, &message)
         .await;
@@ -196,6 +197,15 @@ async fn sync_run(
         };
         for warning in &extract.warnings {
             warn!(warning = %warning, "connector warning");
+        }
+        // PostgreSQL's text cannot hold a NUL character: it is kept as `␀` in what is stored
+        // about a rejected row
+        for row in &mut extract.rejected {
+            for text in [&mut row.location, &mut row.reason, &mut row.raw] {
+                if text.contains('\0') {
+                    *text = text.replace('\0', "\u{2400}");
+                }
+            }
         }
         let record = RunRecord {
             rows_read: extract.rows_read as i64,

@@ -540,3 +540,29 @@ async fn a_row_of_bad_bytes_in_a_utf8_file_is_rejected(backend: Backend) {
     assert_eq!(db.scalar(spend).await, 50);
 }
 on_both!(a_row_of_bad_bytes_in_a_utf8_file_is_rejected);
+
+/// A NUL character in a dimension cell rejects that row with its line on both databases
+/// (PostgreSQL cannot store it; it once failed the whole run there).
+async fn a_nul_in_a_dimension_rejects_the_row(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let dir = ads_project(
+        "Day,Channel,Cost,Conversions\n2024-01-01,search,10,1\n2024-01-01,so\u{0}cial,20,2\n",
+    );
+
+    expect_code(&krscore(dir.path(), Some(&db), &["sync"]), 0);
+
+    let rejected = db.rows("SELECT location, reason FROM rejected_rows").await;
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert!(
+        rejected[0][0]
+            .as_deref()
+            .unwrap()
+            .ends_with("ads_2024.csv:3")
+    );
+    assert!(rejected[0][1].as_deref().unwrap().contains("NUL character"));
+    let raw = db.rows("SELECT raw FROM rejected_rows").await;
+    assert_eq!(raw[0][0].as_deref(), Some("2024-01-01,so\u{2400}cial,20,2"));
+    let spend = "SELECT CAST(sum(value) AS BIGINT) FROM metric_points WHERE metric = 'spend'";
+    assert_eq!(db.scalar(spend).await, 10);
+}
+on_both!(a_nul_in_a_dimension_rejects_the_row);

@@ -830,6 +830,19 @@ pub fn read_table(
             )));
             continue;
         }
+        // a NUL character cannot be stored in PostgreSQL's text: refused on every database
+        if let Some((_, i)) = state
+            .columns
+            .dims
+            .iter()
+            .find(|(_, i)| cells.get(*i).is_some_and(|c| c.contains('\0')))
+        {
+            state.rejected.push(reject(format!(
+                "column `{}`: a NUL character (byte 0) in the value",
+                state.columns.header[*i]
+            )));
+            continue;
+        }
 
         if state.locales.is_none() {
             for cell in &cells {
