@@ -396,22 +396,32 @@ fn passwords_never_reach_the_output() {
     }
 }
 
-/// A value PostgreSQL cannot store (a NUL character in a dimension) fails that connector's
-/// run, recorded with the reason, and the other connectors still load.
+/// A value PostgreSQL cannot store (a dimension value too long for its index) fails that
+/// connector's run, recorded with the reason, and the other connectors still load.
 #[tokio::test]
 async fn a_point_the_database_refuses_fails_only_its_connector() {
     let db = TestDb::new(Backend::Postgres).await;
     let web = CONNECTOR
         .replace("data/ads_*.csv", "data/web_*.csv")
         .replace("[dimensions]\nchannel = \"Channel\"\n", "");
+    // a dimension value too long for PostgreSQL's index of dimension sets (4 000 characters
+    // that do not compress)
+    let mut seed = 12345u64;
+    let long: String = (0..4000)
+        .map(|_| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let letters = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+            letters[(seed >> 33) as usize % letters.len()] as char
+        })
+        .collect();
+    let ads = format!("Day,Channel,Cost,Conversions\n2024-01-01,{long},10,1\n");
     let dir = project(&[
         ("config/metrics.toml", METRICS),
         ("connectors/ads.toml", CONNECTOR),
         ("connectors/web.toml", &web),
-        (
-            "data/ads_2024.csv",
-            "Day,Channel,Cost,Conversions\n2024-01-01,sea\u{0}rch,10,1\n",
-        ),
+        ("data/ads_2024.csv", &ads),
         (
             "data/web_2024.csv",
             "Day,Cost,Conversions\n2024-01-01,5,2\n",
