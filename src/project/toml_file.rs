@@ -184,10 +184,13 @@ impl TomlFile {
     /// so one run reports all of them, and the rest of the file can still be checked: the value
     /// comes back when what remains is valid. A missing required key ends the attempt.
     pub fn deserialize_lenient<T: DeserializeOwned>(&self) -> (Option<T>, Vec<Problem>) {
-        let mut value = self.value.clone();
+        // the tree is copied once per attempt (deserializing takes it); the working copy that
+        // problems are removed from is made only when there is one
+        let mut value: Option<toml::Value> = None;
         let mut problems = Vec::new();
         for _ in 0..64 {
-            let result: Result<T, _> = serde_path_to_error::deserialize(value.clone());
+            let attempt = value.as_ref().unwrap_or(&self.value).clone();
+            let result: Result<T, _> = serde_path_to_error::deserialize(attempt);
             let err = match result {
                 Ok(parsed) => return (Some(parsed), problems),
                 Err(err) => err,
@@ -220,7 +223,7 @@ impl TomlFile {
             } else {
                 problems.push(self.problem(&path, message));
             }
-            if !remove_at(&mut value, &path.0) {
+            if !remove_at(value.get_or_insert_with(|| self.value.clone()), &path.0) {
                 return (None, problems);
             }
         }
