@@ -81,23 +81,6 @@ impl Points {
         self.rows.push(row);
     }
 
-    /// Adds a point; its dimension set is shared with the last one added when it is the same
-    /// object (points of one row group come together).
-    pub fn push(&mut self, point: Point) {
-        let metric = self.metric_index(&point.metric);
-        let set = match self.sets.last() {
-            Some(last) if Arc::ptr_eq(last, &point.dimensions) => (self.sets.len() - 1) as u32,
-            _ => self.add_set(point.dimensions),
-        };
-        self.rows.push(PointRow {
-            value: point.value,
-            day: day_number(point.day),
-            until: day_number(point.until),
-            set,
-            metric,
-        });
-    }
-
     pub fn rows(&self) -> &[PointRow] {
         &self.rows
     }
@@ -194,12 +177,6 @@ impl From<Vec<Point>> for Points {
     }
 }
 
-impl FromIterator<Point> for Points {
-    fn from_iter<I: IntoIterator<Item = Point>>(iter: I) -> Points {
-        Points::from(iter.into_iter().collect::<Vec<_>>())
-    }
-}
-
 /// See [`Points::iter`].
 pub struct PointIter<'a> {
     points: &'a Points,
@@ -262,10 +239,11 @@ mod tests {
         assert_eq!(points.sets().len(), 2, "a shared map is kept once");
         assert_eq!(points.iter().collect::<Vec<_>>(), first);
 
-        let mut second = Points::default();
-        second.push(point("orders", "2026-01-05", &b, 5.0));
-        second.push(point("sessions", "2026-01-05", &b, 6.0));
-        assert_eq!(second.sets().len(), 1, "consecutive points share a map");
+        let second = Points::from(vec![
+            point("orders", "2026-01-05", &b, 5.0),
+            point("sessions", "2026-01-05", &b, 6.0),
+        ]);
+        assert_eq!(second.sets().len(), 1, "points sharing a map share a set");
         points.extend(second);
         points.retain_days(|day| day != "2026-01-02".parse::<NaiveDate>().unwrap());
         let got: Vec<(String, String, f64, usize)> = points

@@ -52,25 +52,27 @@ impl NumberLocale {
 /// rules.
 pub fn grouping_ok(cell: &str, locale: &NumberLocale) -> bool {
     let whole = cell.split(locale.decimal).next().unwrap_or_default();
-    let chars: Vec<char> = whole.chars().collect();
-    // digits of the group being read, and whether a separator opened it
-    let (mut digits, mut separated) = (0u32, false);
-    for (i, c) in chars.iter().enumerate() {
+    // digits of the group being read, whether a separator opened it, and whether the last
+    // character was a digit (read once per numeric cell: no allocation)
+    let (mut digits, mut separated, mut after_digit) = (0u32, false, false);
+    let mut chars = whole.chars().peekable();
+    while let Some(c) = chars.next() {
         if c.is_ascii_digit() {
             digits += 1;
-        } else if locale.thousands.contains(c)
-            && i > 0
-            && chars[i - 1].is_ascii_digit()
-            && chars.get(i + 1).is_some_and(char::is_ascii_digit)
-        {
-            if (separated && digits != 3) || (!separated && digits > 3) {
+            after_digit = true;
+            continue;
+        }
+        let between_digits = after_digit && chars.peek().is_some_and(char::is_ascii_digit);
+        after_digit = false;
+        if separated && digits != 3 {
+            return false;
+        }
+        if locale.thousands.contains(&c) && between_digits {
+            if !separated && digits > 3 {
                 return false;
             }
             (digits, separated) = (0, true);
         } else {
-            if separated && digits != 3 {
-                return false;
-            }
             (digits, separated) = (0, false);
         }
     }

@@ -1373,18 +1373,25 @@ impl FileState<'_> {
 
     /// Turns the sums into points: one per group and metric that any row gave a value.
     fn finish(&mut self) -> Result<(Points, BTreeSet<NaiveDate>), ConnectorError> {
-        let sums = std::mem::take(&mut self.sums);
-        drop(sums.groups);
+        let Sums {
+            sets,
+            groups,
+            mut keys,
+            mut values,
+            mut seen,
+            ..
+        } = std::mem::take(&mut self.sums);
+        drop(groups);
         let mut points = Points::default();
         let mut covered_days: BTreeSet<i32> = BTreeSet::new();
-        for (day, _) in &sums.keys {
+        for (day, _) in &keys {
             covered_days.insert(*day);
         }
         let covered = covered_days.into_iter().map(day_from_number).collect();
 
         // one map per distinct dimension set, shared by its points on every day
-        let mut maps: Vec<Option<Dimensions>> = vec![None; sums.sets.len()];
-        for (key, number) in sums.sets {
+        let mut maps: Vec<Option<Dimensions>> = vec![None; sets.len()];
+        for (key, number) in sets {
             let mut dimensions = BTreeMap::new();
             let mut rest: &[u8] = &key;
             for (name, _) in &self.columns.dims {
@@ -1409,12 +1416,6 @@ impl FileState<'_> {
             .iter()
             .map(|m| points.metric_index(&m.name))
             .collect();
-        let Sums {
-            mut keys,
-            mut values,
-            mut seen,
-            ..
-        } = sums;
         // reserved once: growing a vector of millions of points copies it and holds both
         // copies for a moment
         points.reserve(seen.iter().filter(|s| **s).count());
