@@ -245,13 +245,40 @@ async fn preview(
             return ExitCode::from(FAILED);
         }
     };
-    let mut points: Vec<crate::connector::Point> = extract.points.iter().collect();
-    points
-        .sort_by(|a, b| (a.day, &a.metric, &a.dimensions).cmp(&(b.day, &b.metric, &b.dimensions)));
+    // shown by day, metric and dimensions: the names and sets are ranked once, so millions of
+    // points sort by numbers
+    let all = &extract.points;
+    let rank = |len: usize, less: &dyn Fn(usize, usize) -> std::cmp::Ordering| {
+        let mut order: Vec<usize> = (0..len).collect();
+        order.sort_by(|a, b| less(*a, *b));
+        let mut rank = vec![0u32; len];
+        for (position, index) in order.into_iter().enumerate() {
+            rank[index] = position as u32;
+        }
+        rank
+    };
+    let metric_rank = rank(all.metrics().len(), &|a, b| {
+        all.metrics()[a].cmp(&all.metrics()[b])
+    });
+    let set_rank = rank(all.sets().len(), &|a, b| all.sets()[a].cmp(&all.sets()[b]));
+    let mut order: Vec<u32> = (0..all.len() as u32).collect();
+    order.sort_unstable_by_key(|i| {
+        let row = &all.rows()[*i as usize];
+        (
+            row.day,
+            metric_rank[row.metric as usize],
+            set_rank[row.set as usize],
+        )
+    });
+    let points: Vec<crate::connector::Point> = order
+        .iter()
+        .take(rows)
+        .filter_map(|i| all.get(*i as usize))
+        .collect();
     let mut table = Table::new();
     table.load_preset(presets::NOTHING);
     table.set_header(["day", "metric", "dimensions", "value"]);
-    for p in points.iter().take(rows) {
+    for p in &points {
         let dims: Vec<String> = p
             .dimensions
             .iter()
@@ -270,14 +297,14 @@ async fn preview(
         ]);
     }
     println!("{table}");
-    if points.len() > rows {
-        println!("... {} more point(s)", points.len() - rows);
+    if all.len() > rows {
+        println!("... {} more point(s)", all.len() - rows);
     }
     let mut totals: std::collections::BTreeMap<&str, (usize, f64)> = Default::default();
-    for p in &points {
-        let entry = totals.entry(&*p.metric).or_default();
+    for row in order.iter().map(|i| &all.rows()[*i as usize]) {
+        let entry = totals.entry(all.metric(row)).or_default();
         entry.0 += 1;
-        entry.1 += p.value;
+        entry.1 += row.value;
     }
     println!(
         "\n{}: {}, {} row(s) read, {} loaded, {} rejected, {} line(s) skipped; \
@@ -291,7 +318,7 @@ async fn preview(
         extract.rows_loaded,
         extract.rejected.len(),
         extract.rows_skipped,
-        points.len(),
+        all.len(),
         extract.days.len(),
         match (extract.days.first(), extract.days.last()) {
             (Some(a), Some(b)) => format!(" ({a}..{b})"),

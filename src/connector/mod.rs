@@ -9,7 +9,7 @@ pub mod csv;
 pub mod http;
 pub mod points;
 
-pub use points::{PointRow, Points};
+pub use points::{Dimensions, PointRow, Points};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -3,9 +3,9 @@
 //! every bound value between its worker thread and the async side, and copies each value it
 //! binds: for millions of points that was most of a sync's store time and of a scoring pass.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -17,8 +17,8 @@ use super::{
     DimensionSets, FINISH_RUN, INSERT_REJECTED, Keyed, LOAD_POINTS, RunRecord, STORED_METRICS,
     StoredPoint, WriteStats, stored_day,
 };
-use crate::connector::csv::day_from_number;
-use crate::connector::{Points, RejectedRow};
+use crate::connector::csv::{day_from_number, day_number};
+use crate::connector::{Dimensions, PointRow, Points, RejectedRow};
 
 /// Where a SQLite pool's database is: a file, or the pool's shared in-memory database (sqlx
 /// opens `sqlite::memory:` as a named in-memory database with a shared cache, which another
@@ -74,17 +74,39 @@ impl DirectSqlite {
     }
 }
 
-/// The points of `metrics` that touch `from..=to`, as `Store::load_points` gives them: the
-/// metrics are shared out over the cores, each read on a connection of its own.
+/// The points of `metrics` that touch `from..=to`, as `Store::load_points` gives them. Each
+/// metric's days are cut into as many parts as there are cores, and the parts are shared out
+/// over the cores, each read on a connection of its own: the work stays even when a few
+/// metrics hold most of the points.
 pub(super) fn read_points(
     direct: &DirectSqlite,
     metrics: &[String],
     from: NaiveDate,
     to: NaiveDate,
 ) -> anyhow::Result<Vec<StoredPoint>> {
-    let parts = crate::cores::map_on_cores(metrics, |metric| read_metric(direct, metric, from, to));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
+    let span = (to - from).num_days() + 1;
+    let cuts = if span < 1 { 1 } else { cores.min(span) };
+    let mut parts = Vec::new();
+    for metric in metrics {
+        let mut start = from;
+        for cut in 0..cuts {
+            let end = if cut == cuts - 1 {
+                to
+            } else {
+                from + chrono::Duration::days(span * (cut + 1) / cuts - 1)
+            };
+            parts.push((metric, start, end, cut == 0));
+            start = end + chrono::Duration::days(1);
+        }
+    }
+    // every part's points of one set share one parsed map
+    let shared = Mutex::new(DimensionSets::default());
+    let read = crate::cores::map_on_cores(&parts, |(metric, start, end, first)| {
+        read_metric(direct, metric, *start, *end, first.then_some(from), &shared)
+    });
     let mut out = Vec::new();
-    for part in parts {
+    for part in read {
         let part = part?;
         if out.is_empty() {
             out = part;
@@ -95,27 +117,31 @@ pub(super) fn read_points(
     Ok(out)
 }
 
-/// The points of one metric that touch `from..=to`.
+/// The points of one metric on `from..=to`, and those that start before `spanning` and end on
+/// or after it.
 fn read_metric(
     direct: &DirectSqlite,
     metric: &str,
     from: NaiveDate,
     to: NaiveDate,
+    spanning: Option<NaiveDate>,
+    shared: &Mutex<DimensionSets>,
 ) -> anyhow::Result<Vec<StoredPoint>> {
     let connection = direct.open(false)?;
-    let mut statements = [
-        connection.prepare(LOAD_POINTS[0])?,
-        connection.prepare(LOAD_POINTS[1])?,
-    ];
+    let mut queries = Vec::with_capacity(2);
+    if let Some(start) = spanning {
+        queries.push((LOAD_POINTS[0], start, to));
+    }
+    queries.push((LOAD_POINTS[1], from, to));
     let mut set_text = connection.prepare("SELECT dimensions FROM dimension_sets WHERE id = ?1")?;
-    let mut sets = DimensionSets::default();
+    let mut sets = SharedSets::default();
     let mut days = LastDay::default();
     let mut out = Vec::new();
-    let (from, to) = (from.to_string(), to.to_string());
     // every row of the query is of this metric
     let name: Arc<str> = metric.into();
-    for statement in &mut statements {
-        let mut rows = statement.query(params![metric, from, to])?;
+    for (sql, from, to) in queries {
+        let mut statement = connection.prepare(sql)?;
+        let mut rows = statement.query(params![metric, from.to_string(), to.to_string()])?;
         while let Some(row) = rows.next()? {
             let set: i64 = row.get(5)?;
             let day = days.day(row.get_ref(0)?.as_str()?)?;
@@ -124,7 +150,9 @@ fn read_metric(
                 day,
                 period_end: days.day(row.get_ref(1)?.as_str()?)?,
                 dimensions: sets.dimensions(set, || {
-                    Ok(set_text.query_row([set], |r| r.get(0)).optional()?)
+                    let mut shared = shared.lock().expect("no reader panicked");
+                    let text = || Ok(set_text.query_row([set], |r| r.get(0)).optional()?);
+                    Ok(Some(shared.dimensions(set, text)?))
                 })?,
                 value: row.get(2)?,
                 run_id: row.get(3)?,
@@ -133,6 +161,25 @@ fn read_metric(
         }
     }
     Ok(out)
+}
+
+/// The sets one reader has met, each the map every reader shares.
+#[derive(Default)]
+struct SharedSets(HashMap<i64, Dimensions, foldhash::fast::RandomState>);
+
+impl SharedSets {
+    fn dimensions(
+        &mut self,
+        set: i64,
+        find: impl FnOnce() -> anyhow::Result<Option<Dimensions>>,
+    ) -> anyhow::Result<Dimensions> {
+        if let Some(found) = self.0.get(&set) {
+            return Ok(found.clone());
+        }
+        let found = find()?.with_context(|| format!("dimension set {set} is not stored"))?;
+        self.0.insert(set, found.clone());
+        Ok(found)
+    }
 }
 
 /// The day last read, for the rows that follow on the same day (points come in day order, and
@@ -272,97 +319,270 @@ fn replace_points(
 
     let mut stats = WriteStats::default();
     {
-        let mut insert = tx.prepare(
-            "INSERT INTO point_values \
-             (connector, metric, day, period_end, dimension_set, value, run_id, flags) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        let mut insert = PointInsert::new(
+            tx,
+            "point_values (metric, day, period_end, dimension_set, value, connector, run_id, flags)",
+            3,
         )?;
+        for statement in [&mut insert.batch, &mut insert.single] {
+            let base = statement.parameter_count() - 3;
+            statement.raw_bind_parameter(base + 1, connector)?;
+            statement.raw_bind_parameter(base + 2, run_id)?;
+            statement.raw_bind_parameter(base + 3, flags)?;
+        }
         let mut first = None::<i32>;
         for row in keyed.on(points, &mask, false) {
             first = Some(first.map_or(row.day, |d| d.min(row.day)));
-            stats.written += insert.execute(params![
-                connector,
-                &**points.metric(row),
-                keyed.day(row.day),
-                keyed.day(row.until),
-                keyed.dimension_set(row),
-                row.value,
-                run_id,
-                flags
-            ])? as u64;
+            stats.written += insert.push(points, &keyed, row)?;
         }
+        stats.written += insert.finish(points, &keyed)?;
         stats.changed(first.map(day_from_number));
     }
     if occupied.is_empty() {
         return Ok(stats);
     }
 
-    // the connection is this write's own, so its temporary tables start empty
-    tx.execute_batch(
-        "CREATE TEMP TABLE staging_points \
-             (metric TEXT, day TEXT, period_end TEXT, dimension_set INTEGER, value REAL); \
-         CREATE TEMP TABLE staging_days (day TEXT PRIMARY KEY); \
-         CREATE INDEX temp.staging_points_key ON staging_points (metric, day, dimension_set);",
+    // the points on days the connector has points on already are compared with the stored
+    // ones, metric by metric in key order: only the differences are written. A re-sync of an
+    // unchanged export reads its points once and writes nothing
+    let rows = points.rows();
+    let day_of = |day: &NaiveDate| day_number(*day);
+    let low = occupied
+        .iter()
+        .map(day_of)
+        .min()
+        .expect("some day is occupied");
+    let high = occupied
+        .iter()
+        .map(day_of)
+        .max()
+        .expect("some day is occupied");
+    // the covered days whose stored points the run replaces
+    let mut replaced = vec![false; (high - low) as usize + 1];
+    for day in days.iter().filter(|d| occupied.contains(d)) {
+        replaced[(day_of(day) - low) as usize] = true;
+    }
+    let mut metrics: Vec<&str> = stored_metrics.iter().map(String::as_str).collect();
+    metrics.extend(points.metrics().iter().map(|m| &**m));
+    metrics.sort_unstable();
+    metrics.dedup();
+    let mut by_metric: Vec<Vec<u32>> = vec![Vec::new(); points.metrics().len()];
+    for (index, row) in rows.iter().enumerate() {
+        if mask[(row.day - keyed.first_day) as usize] {
+            by_metric[row.metric as usize].push(index as u32);
+        }
+    }
+    let (low_text, high_text) = (
+        day_from_number(low).to_string(),
+        day_from_number(high).to_string(),
+    );
+    let mut stored = tx.prepare(
+        // in the key's order without a sort (SQLite sorts when the connector is constrained
+        // here, so other connectors' points are passed over below)
+        "SELECT day, dimension_set, value, period_end, flags, connector FROM point_values \
+         WHERE metric = ?1 AND day >= ?2 AND day <= ?3 ORDER BY day, connector, dimension_set",
     )?;
-    {
-        // in key order, so the staging index and then point_values grow by appending
-        let mut stage = tx.prepare(
-            "INSERT INTO staging_points (metric, day, period_end, dimension_set, value) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?;
-        for row in keyed.on(points, &mask, true) {
-            stage.execute(params![
-                &**points.metric(row),
+    let mut delete = tx.prepare(
+        "DELETE FROM point_values \
+         WHERE metric = ?1 AND day = ?2 AND connector = ?3 AND dimension_set = ?4",
+    )?;
+    let mut update = tx.prepare(
+        "UPDATE point_values SET value = ?5, period_end = ?6, run_id = ?7, flags = ?8 \
+         WHERE metric = ?1 AND day = ?2 AND connector = ?3 AND dimension_set = ?4",
+    )?;
+    let mut insert = PointInsert::new(
+        tx,
+        "point_values (metric, day, period_end, dimension_set, value, connector, run_id, flags)",
+        3,
+    )?;
+    for statement in [&mut insert.batch, &mut insert.single] {
+        let base = statement.parameter_count() - 3;
+        statement.raw_bind_parameter(base + 1, connector)?;
+        statement.raw_bind_parameter(base + 2, run_id)?;
+        statement.raw_bind_parameter(base + 3, flags)?;
+    }
+    let mut day_texts = LastDay::default();
+    for metric in metrics {
+        let mut fresh: Vec<u32> = points
+            .metrics()
+            .iter()
+            .position(|m| **m == *metric)
+            .map(|i| std::mem::take(&mut by_metric[i]))
+            .unwrap_or_default();
+        let key = |index: u32| {
+            let row = &rows[index as usize];
+            (row.day, keyed.dimension_set(row))
+        };
+        fresh.sort_unstable_by_key(|index| key(*index));
+        let (mut inserts, mut updates, mut deletes) = (Vec::new(), Vec::new(), Vec::new());
+        let mut next = 0;
+        let mut found = stored.query(params![metric, low_text, high_text])?;
+        while let Some(old) = found.next()? {
+            if old.get_ref(5)?.as_str()? != connector {
+                continue;
+            }
+            let day = day_number(day_texts.day(old.get_ref(0)?.as_str()?)?);
+            let set: i64 = old.get(1)?;
+            while next < fresh.len() && key(fresh[next]) < (day, set) {
+                inserts.push(fresh[next]);
+                next += 1;
+            }
+            if next < fresh.len() && key(fresh[next]) == (day, set) {
+                let row = &rows[fresh[next] as usize];
+                let same = old.get::<_, f64>(2)? == row.value
+                    && old.get_ref(3)?.as_str()? == keyed.day(row.until)
+                    && old.get_ref(4)?.as_str_or_null()? == flags;
+                if !same {
+                    updates.push(fresh[next]);
+                }
+                next += 1;
+            } else if replaced[(day - low) as usize] {
+                deletes.push((day, set));
+            }
+        }
+        inserts.extend_from_slice(&fresh[next..]);
+        for (day, set) in deletes {
+            delete.execute(params![metric, keyed_day(&keyed, day), connector, set])?;
+            stats.deleted += 1;
+            stats.changed(Some(day_from_number(day)));
+        }
+        for index in updates {
+            let row = &rows[index as usize];
+            update.execute(params![
+                metric,
                 keyed.day(row.day),
-                keyed.day(row.until),
+                connector,
                 keyed.dimension_set(row),
-                row.value
+                row.value,
+                keyed.day(row.until),
+                run_id,
+                flags
             ])?;
+            stats.written += 1;
+            stats.changed(Some(day_from_number(row.day)));
         }
-        // stale points go on the covered days only
-        let mut stage_day = tx.prepare("INSERT INTO staging_days (day) VALUES (?1)")?;
-        for day in days.iter().filter(|d| occupied.contains(d)) {
-            stage_day.execute([day.format("%F").to_string()])?;
+        // in key order, so the table grows by appending where it can
+        inserts.sort_unstable_by_key(|index| key(*index));
+        for index in inserts {
+            let row = &rows[index as usize];
+            stats.written += insert.push(points, &keyed, row)?;
+            stats.changed(Some(day_from_number(row.day)));
         }
+        stats.written += insert.finish(points, &keyed)?;
+    }
+    Ok(stats)
+}
+
+/// A day's text: from the run's days when it has points on it, else written out.
+fn keyed_day(keyed: &Keyed, day: i32) -> std::borrow::Cow<'_, str> {
+    match keyed.day_texts.get((day - keyed.first_day) as usize) {
+        Some(Some(text)) if day >= keyed.first_day => text.as_str().into(),
+        _ => day_from_number(day).to_string().into(),
+    }
+}
+
+/// Rows of points per insert statement. One statement per point sought each point's place in
+/// the key from the top of the B-tree; within one statement the cursor stays open, and a key
+/// past the last one stored is appended without a search (a first load, or new days).
+const INSERT_ROWS: usize = 64;
+
+/// An insert of points, [`INSERT_ROWS`] rows per statement. Each row's first five values are
+/// the point's metric, day, period end, dimension set and value; the `constants` values after
+/// them are the same for every row, bound once after the rows' parameters.
+struct PointInsert<'c> {
+    batch: rusqlite::Statement<'c>,
+    single: rusqlite::Statement<'c>,
+    /// What each row of the batch statement has bound.
+    bound: Vec<BoundPoint>,
+    pending: Vec<PointRow>,
+}
+
+impl<'c> PointInsert<'c> {
+    fn new(
+        tx: &'c rusqlite::Transaction,
+        into: &str,
+        constants: usize,
+    ) -> rusqlite::Result<PointInsert<'c>> {
+        let sql = |rows: usize| {
+            let own = 5 * rows;
+            let values: Vec<String> = (0..rows)
+                .map(|row| {
+                    let params: Vec<String> = (1..=5)
+                        .map(|i| 5 * row + i)
+                        .chain((1..=constants).map(|i| own + i))
+                        .map(|n| format!("?{n}"))
+                        .collect();
+                    format!("({})", params.join(", "))
+                })
+                .collect();
+            format!("INSERT INTO {into} VALUES {}", values.join(", "))
+        };
+        Ok(PointInsert {
+            batch: tx.prepare(&sql(INSERT_ROWS))?,
+            single: tx.prepare(&sql(1))?,
+            bound: (0..INSERT_ROWS).map(|_| BoundPoint::default()).collect(),
+            pending: Vec::with_capacity(INSERT_ROWS),
+        })
     }
 
-    // each statement below returns the day of every row it changes: how many, and from when
-    let mut count_days = |rows: &mut rusqlite::Rows| -> anyhow::Result<u64> {
-        let mut count = 0;
-        while let Some(row) = rows.next()? {
-            count += 1;
-            stats.changed(Some(stored_day(row.get_ref(0)?.as_str()?)?));
+    /// Adds a point; returns the rows inserted (a full batch goes in).
+    fn push(&mut self, points: &Points, keyed: &Keyed, row: &PointRow) -> rusqlite::Result<u64> {
+        self.pending.push(*row);
+        if self.pending.len() < INSERT_ROWS {
+            return Ok(0);
         }
-        Ok(count)
-    };
-    let mut deleted = 0;
-    {
-        let mut delete = tx.prepare(
-            "DELETE FROM point_values WHERE metric = ?2 \
-             AND day IN (SELECT day FROM staging_days) AND connector = ?1 \
-             AND NOT EXISTS (SELECT 1 FROM staging_points s WHERE s.metric = ?2 \
-                 AND s.day = point_values.day AND s.dimension_set = point_values.dimension_set) \
-             RETURNING day",
-        )?;
-        for metric in &stored_metrics {
-            deleted += count_days(&mut delete.query(params![connector, metric])?)?;
+        for (slot, row) in self.pending.iter().enumerate() {
+            self.bound[slot].bind(&mut self.batch, 5 * slot, points, keyed, row)?;
         }
+        self.pending.clear();
+        Ok(self.batch.raw_execute()? as u64)
     }
-    let mut upsert = tx.prepare(
-        "INSERT INTO point_values \
-         (connector, metric, day, period_end, dimension_set, value, run_id, flags) \
-         SELECT ?1, metric, day, period_end, dimension_set, value, ?2, ?3 \
-         FROM staging_points WHERE true ORDER BY metric, day, dimension_set \
-         ON CONFLICT (metric, day, connector, dimension_set) DO UPDATE \
-         SET value = excluded.value, period_end = excluded.period_end, run_id = excluded.run_id, \
-             flags = excluded.flags \
-         WHERE point_values.value <> excluded.value \
-            OR point_values.period_end IS NOT excluded.period_end \
-            OR point_values.flags IS NOT excluded.flags \
-         RETURNING day",
-    )?;
-    let written = count_days(&mut upsert.query(params![connector, run_id, flags])?)?;
-    stats.written += written;
-    stats.deleted = deleted;
-    Ok(stats)
+
+    /// Inserts the points left; returns how many.
+    fn finish(&mut self, points: &Points, keyed: &Keyed) -> rusqlite::Result<u64> {
+        let mut bound = BoundPoint::default();
+        let mut inserted = 0;
+        for row in std::mem::take(&mut self.pending) {
+            bound.bind(&mut self.single, 0, points, keyed, &row)?;
+            inserted += self.single.raw_execute()? as u64;
+        }
+        Ok(inserted)
+    }
+}
+
+/// What one row of an insert has bound. Bindings last from one execution to the next, and the
+/// points come in key order, so the metric and day texts are bound again only when they
+/// change: most rows bind two numbers.
+#[derive(Default)]
+struct BoundPoint {
+    metric: Option<u32>,
+    day: Option<i32>,
+    until: Option<i32>,
+}
+
+impl BoundPoint {
+    /// Binds `row` to the five parameters after `offset`.
+    fn bind(
+        &mut self,
+        statement: &mut rusqlite::Statement,
+        offset: usize,
+        points: &Points,
+        keyed: &Keyed,
+        row: &PointRow,
+    ) -> rusqlite::Result<()> {
+        if self.metric != Some(row.metric) {
+            statement.raw_bind_parameter(offset + 1, &**points.metric(row))?;
+            self.metric = Some(row.metric);
+        }
+        if self.day != Some(row.day) {
+            statement.raw_bind_parameter(offset + 2, keyed.day(row.day))?;
+            self.day = Some(row.day);
+        }
+        if self.until != Some(row.until) {
+            statement.raw_bind_parameter(offset + 3, keyed.day(row.until))?;
+            self.until = Some(row.until);
+        }
+        statement.raw_bind_parameter(offset + 4, keyed.dimension_set(row))?;
+        statement.raw_bind_parameter(offset + 5, row.value)
+    }
 }

@@ -305,6 +305,143 @@ async fn writes_stored_and_new_days(backend: Backend) {
 }
 on_both!(writes_stored_and_new_days);
 
+/// A re-sync of days already stored compares each point with the stored one: a changed
+/// period end or flags is a write, a metric the run no longer has loses its points on the
+/// covered days, another connector's points on the same metric and days stay, and a few
+/// hundred points (several insert batches) come back as written.
+async fn a_resync_writes_only_what_differs(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let sets: Vec<_> = (0..150)
+        .map(|i| dims(&[("campaign", &format!("c{i:03}"))]))
+        .collect();
+    let days: Vec<NaiveDate> = (1..=3).map(|d| day(&format!("2026-02-{d:02}"))).collect();
+    let mut first = Vec::new();
+    for date in ["2026-02-01", "2026-02-02", "2026-02-03"] {
+        for (i, set) in sets.iter().enumerate() {
+            first.push(point("clicks", date, date, set, i as f64));
+        }
+        first.push(point("spend", date, date, &sets[0], 9.5));
+    }
+    let run = store.start_ingest_run("ads", "manual").await.unwrap();
+    let stats = store
+        .commit_ingest_run(run, "ads", first.clone(), &days, &[], &RunRecord::default())
+        .await
+        .unwrap();
+    assert_eq!((stats.written, stats.deleted), (453, 0));
+    let run = store.start_ingest_run("crm", "manual").await.unwrap();
+    let crm = [point(
+        "clicks",
+        "2026-02-02",
+        "2026-02-02",
+        &sets[7],
+        1000.0,
+    )];
+    store
+        .commit_ingest_run(
+            run,
+            "crm",
+            crm.to_vec(),
+            &days[1..2],
+            &[],
+            &RunRecord::default(),
+        )
+        .await
+        .unwrap();
+
+    // unchanged: nothing written
+    let run = store.start_ingest_run("ads", "manual").await.unwrap();
+    let stats = store
+        .commit_ingest_run(run, "ads", first.clone(), &days, &[], &RunRecord::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        (stats.written, stats.deleted, stats.first_changed),
+        (0, 0, None)
+    );
+
+    // spend is gone from the export; on the 2nd one value changes and one point becomes a
+    // period; on the 3rd every point is flagged
+    let mut second: Vec<Point> = first
+        .iter()
+        .filter(|p| &*p.metric == "clicks")
+        .cloned()
+        .collect();
+    second[150 + 3].value = 3.25;
+    second[150 + 4].until = day("2026-02-03");
+    let run = store.start_ingest_run("ads", "manual").await.unwrap();
+    let stats = store
+        .commit_ingest_run(
+            run,
+            "ads",
+            second[..300].to_vec(),
+            &days[..2],
+            &[],
+            &RunRecord::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (stats.written, stats.deleted, stats.first_changed),
+        (2, 2, Some(day("2026-02-01"))),
+        "two clicks points changed; spend of the 1st and 2nd deleted, of the 3rd kept"
+    );
+    let flagged = RunRecord {
+        flags: Some("sampled".to_string()),
+        ..RunRecord::default()
+    };
+    let run = store.start_ingest_run("ads", "manual").await.unwrap();
+    let stats = store
+        .commit_ingest_run(
+            run,
+            "ads",
+            second[300..].to_vec(),
+            &days[2..],
+            &[],
+            &flagged,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (stats.written, stats.deleted),
+        (150, 1),
+        "flags changed; spend of the 3rd gone"
+    );
+
+    let loaded = store
+        .load_points(
+            &["clicks".to_string(), "spend".to_string()],
+            day("2026-02-01"),
+            day("2026-02-03"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(loaded.len(), 451, "450 clicks points of ads and one of crm");
+    assert!(loaded.iter().all(|p| &*p.metric == "clicks"));
+    let on = |date: &str, campaign: &str| {
+        loaded
+            .iter()
+            .filter(|p| p.day == day(date) && p.dimensions.get("campaign").unwrap() == campaign)
+            .map(|p| (p.value, p.period_end, p.flags.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(on("2026-02-02", "c003"), [(3.25, day("2026-02-02"), None)]);
+    assert_eq!(on("2026-02-02", "c004"), [(4.0, day("2026-02-03"), None)]);
+    assert_eq!(
+        on("2026-02-02", "c007"),
+        [
+            (7.0, day("2026-02-02"), None),
+            (1000.0, day("2026-02-02"), None)
+        ],
+        "the other connector's point stays"
+    );
+    assert_eq!(
+        on("2026-02-03", "c149"),
+        [(149.0, day("2026-02-03"), Some("sampled".to_string()))]
+    );
+}
+on_both!(a_resync_writes_only_what_differs);
+
 /// A database written before points were keyed by metric and then by dimension set keeps
 /// its points through both migrations, each point numbered with its own set, and a sync
 /// afterwards adds to the same sets.

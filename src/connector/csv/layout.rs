@@ -460,6 +460,12 @@ impl<R: Read> Read for LineEndings<R> {
                 }
                 return Ok(0);
             }
+            // most exports end their lines with LF alone: such a block is copied as it is
+            if !self.pending_cr && memchr::memchr(b'\r', &self.buffer[..n]).is_none() {
+                out[..n].copy_from_slice(&self.buffer[..n]);
+                self.last = Some(out[n - 1]);
+                return Ok(n);
+            }
             let mut written = 0;
             for &byte in &self.buffer[..n] {
                 if self.pending_cr {

@@ -290,6 +290,7 @@ fn frame_err(context: String) -> impl FnOnce(PolarsError) -> ConnectorError {
 }
 
 /// Where each needed column is in the header.
+#[derive(Clone)]
 struct Columns {
     date: Option<usize>,
     dims: Vec<(String, usize)>,
@@ -336,6 +337,9 @@ struct FileState<'a> {
     censored_cells: u64,
     delimiter: char,
 }
+
+/// The decimal-mark votes of the first chunk's cells: the file's, and each source column's.
+type Ballots = (Votes, Vec<Votes>);
 
 /// Rows waiting to be cleaned, as polars string columns (no allocation per cell).
 struct Chunk {
@@ -660,7 +664,7 @@ pub fn read_table(
         sources,
         header,
     };
-    let mut state = FileState {
+    let state = FileState {
         config,
         shown,
         records: input.records,
@@ -692,8 +696,6 @@ pub fn read_table(
         .copied()
         .chain(state.columns.sources.iter().copied())
         .collect();
-    let new_chunk = |s: &FileState| Chunk::new(s.columns.dims.len(), s.columns.sources.len());
-    let mut chunk = new_chunk(&state);
     let mut rows_read = 0u64;
     let mut totals: Vec<(u64, Vec<String>)> = Vec::new();
     let mut stated_rows: Option<(u64, u64)> = None;
@@ -702,180 +704,229 @@ pub fn read_table(
     let mut after_blank = false;
     let mut short_rows = 0u64;
     let mut raw = String::new();
-    while let Some((line, blanks)) =
-        next_record(&mut reader, &mut record, line_offset).map_err(|err| source_err(shown, err))?
-    {
-        if ended_at.is_some() {
-            after_table += 1;
-            continue;
-        }
-        let blank = record.iter().all(|c| c.trim().is_empty());
-        if blank && record.len() <= 1 {
-            after_blank = true;
-            continue;
-        }
-        // after a blank line, a header-like record starts another table; data goes on
-        if (blanks > 0 || after_blank) && layout::looks_like_header(&record) {
-            ended_at = Some(line);
-            after_table += 1;
-            continue;
-        }
-        after_blank = false;
-        raw.clear();
-        for (i, cell) in record.iter().enumerate() {
-            if i > 0 {
-                raw.push(state.delimiter);
+    let mut rejected: Vec<RejectedRow> = Vec::new();
+    let columns = state.columns.clone();
+    let delimiter = state.delimiter;
+    let new_chunk = || Chunk::new(columns.dims.len(), columns.sources.len());
+    let mut chunk = new_chunk();
+    // the first chunk's cells vote for each column's decimal mark; the votes go with it
+    let mut file_votes = Votes::default();
+    let mut column_votes = vec![Votes::default(); columns.sources.len()];
+    let mut voting = true;
+    // full chunks are cleaned and summed on a thread of their own while this one reads on
+    let mut state = std::thread::scope(|scope| -> Result<FileState, ConnectorError> {
+        let (chunks, inbox) = std::sync::mpsc::sync_channel::<(Chunk, Option<Ballots>)>(1);
+        let cleaner = scope.spawn(move || -> Result<FileState, ConnectorError> {
+            let mut state = state;
+            for (chunk, ballots) in inbox {
+                if let Some((file, columns)) = ballots {
+                    state.file_votes = file;
+                    state.column_votes = columns;
+                }
+                state.process(chunk)?;
             }
-            raw.push_str(cell);
-        }
-        let mut skip = |reason: &str, raw: &str| {
-            rows_skipped += 1;
-            if skipped.len() < SKIPPED_KEPT {
-                skipped.push(SkippedLine {
-                    location: locate(shown, input.records, line),
-                    reason: reason.into(),
-                    text: raw.to_string(),
-                });
-            }
-        };
-        if blank {
-            skip("empty row", &raw);
-            continue;
-        }
-        let cells: Vec<&str> = record.iter().collect();
-        if let Some(count) = layout::stated_row_count(&cells) {
-            stated_rows = Some((count, line));
-            skip("row count line", &raw);
-            continue;
-        }
-        if config.date.if_missing == Some(MissingDate::Skip)
-            && state
-                .columns
-                .date
-                .is_some_and(|i| cells.get(i).is_none_or(|c| c.trim().is_empty()))
-        {
-            skip("no date", &raw);
-            continue;
-        }
-        let first_at = cells.iter().position(|c| !c.trim().is_empty());
-        // a row dated in its date column is data whatever its first cell says (a campaign
-        // called `Total Protection`); a total word counts where the date is missing or is
-        // the first cell itself
-        let dated_elsewhere = state.columns.date.is_some_and(|i| {
-            Some(i) != first_at && cells.get(i).is_some_and(|c| !c.trim().is_empty())
+            Ok(state)
         });
-        let first = match first_at {
-            Some(at) if !dated_elsewhere => cells[at],
-            _ => "",
-        };
-        let keys_empty = key_columns
-            .iter()
-            .all(|i| cells.get(*i).is_none_or(|c| c.trim().is_empty()));
-        if layout::is_totals_row(first, keys_empty, !key_columns.is_empty()) {
-            totals.push((line, cells.iter().map(|c| c.to_string()).collect()));
-            skip("totals row", &raw);
-            continue;
-        }
+        let read = (|| -> Result<(), ConnectorError> {
+            while let Some((line, blanks)) = next_record(&mut reader, &mut record, line_offset)
+                .map_err(|err| source_err(shown, err))?
+            {
+                if ended_at.is_some() {
+                    after_table += 1;
+                    continue;
+                }
+                let blank = record.iter().all(|c| c.trim().is_empty());
+                if blank && record.len() <= 1 {
+                    after_blank = true;
+                    continue;
+                }
+                // after a blank line, a header-like record starts another table; data goes on
+                if (blanks > 0 || after_blank) && layout::looks_like_header(&record) {
+                    ended_at = Some(line);
+                    after_table += 1;
+                    continue;
+                }
+                after_blank = false;
+                raw.clear();
+                for (i, cell) in record.iter().enumerate() {
+                    if i > 0 {
+                        raw.push(delimiter);
+                    }
+                    raw.push_str(cell);
+                }
+                let mut skip = |reason: &str, raw: &str| {
+                    rows_skipped += 1;
+                    if skipped.len() < SKIPPED_KEPT {
+                        skipped.push(SkippedLine {
+                            location: locate(shown, input.records, line),
+                            reason: reason.into(),
+                            text: raw.to_string(),
+                        });
+                    }
+                };
+                if blank {
+                    skip("empty row", &raw);
+                    continue;
+                }
+                let cells: Vec<&str> = record.iter().collect();
+                if let Some(count) = layout::stated_row_count(&cells) {
+                    stated_rows = Some((count, line));
+                    skip("row count line", &raw);
+                    continue;
+                }
+                if config.date.if_missing == Some(MissingDate::Skip)
+                    && columns
+                        .date
+                        .is_some_and(|i| cells.get(i).is_none_or(|c| c.trim().is_empty()))
+                {
+                    skip("no date", &raw);
+                    continue;
+                }
+                let first_at = cells.iter().position(|c| !c.trim().is_empty());
+                // a row dated in its date column is data whatever its first cell says (a campaign
+                // called `Total Protection`); a total word counts where the date is missing or is
+                // the first cell itself
+                let dated_elsewhere = columns.date.is_some_and(|i| {
+                    Some(i) != first_at && cells.get(i).is_some_and(|c| !c.trim().is_empty())
+                });
+                let first = match first_at {
+                    Some(at) if !dated_elsewhere => cells[at],
+                    _ => "",
+                };
+                let keys_empty = key_columns
+                    .iter()
+                    .all(|i| cells.get(*i).is_none_or(|c| c.trim().is_empty()));
+                if layout::is_totals_row(first, keys_empty, !key_columns.is_empty()) {
+                    totals.push((line, cells.iter().map(|c| c.to_string()).collect()));
+                    skip("totals row", &raw);
+                    continue;
+                }
 
-        rows_read += 1;
-        let reject = |reason: String| RejectedRow {
-            location: locate(shown, input.records, line),
-            line: Some(line as i64),
-            reason,
-            raw: clip(&raw, RAW_KEPT),
-        };
-        if cells.len() < header_len {
-            // a quote opened and never closed takes the lines after it into one cell: a short
-            // row with a cell holding line breaks and delimiters. What the file has after it
-            // cannot be told, so nothing is loaded (the days it covers would be restated from
-            // the rows before it alone)
-            let delimiter = state.delimiter;
-            let swallowed = cells.iter().find(|c| {
-                c.split_once('\n')
-                    .is_some_and(|(_, rest)| rest.contains(delimiter))
-            });
-            if let Some(cell) = swallowed {
-                return Err(source_err(
-                    shown,
-                    format!(
-                        "line {line}: a quote opened in this row is never closed, so the {} \
-                         line(s) after it were read as one cell; fix the quoting (nothing was \
-                         loaded)",
-                        cell.matches('\n').count()
-                    ),
-                ));
-            }
-            short_rows += 1;
-        }
-        if cells.len() > header_len && cells[header_len..].iter().any(|c| !c.trim().is_empty()) {
-            let extra: Vec<&str> = cells[header_len..]
-                .iter()
-                .filter(|c| !c.trim().is_empty())
-                .copied()
-                .collect();
-            state.rejected.push(reject(format!(
-                "row has {} cells but the header has {header_len}: extra `{}`",
-                cells.len(),
-                clip(&extra.join("`, `"), 200)
-            )));
-            continue;
-        }
-        if needed
-            .iter()
-            .any(|i| cells.get(*i).is_some_and(|c| c.contains('\u{fffd}')))
-        {
-            state.rejected.push(reject(format!(
-                "bytes that are not valid {} text",
-                encoding.name()
-            )));
-            continue;
-        }
-        // a NUL character cannot be stored in PostgreSQL's text: refused on every database
-        if let Some((_, i)) = state
-            .columns
-            .dims
-            .iter()
-            .find(|(_, i)| cells.get(*i).is_some_and(|c| c.contains('\0')))
-        {
-            state.rejected.push(reject(format!(
-                "column `{}`: a NUL character (byte 0) in the value",
-                state.columns.header[*i]
-            )));
-            continue;
-        }
+                rows_read += 1;
+                let reject = |reason: String| RejectedRow {
+                    location: locate(shown, input.records, line),
+                    line: Some(line as i64),
+                    reason,
+                    raw: clip(&raw, RAW_KEPT),
+                };
+                if cells.len() < header_len {
+                    // a quote opened and never closed takes the lines after it into one cell: a short
+                    // row with a cell holding line breaks and delimiters. What the file has after it
+                    // cannot be told, so nothing is loaded (the days it covers would be restated from
+                    // the rows before it alone)
+                    let swallowed = cells.iter().find(|c| {
+                        c.split_once('\n')
+                            .is_some_and(|(_, rest)| rest.contains(delimiter))
+                    });
+                    if let Some(cell) = swallowed {
+                        return Err(source_err(
+                            shown,
+                            format!(
+                                "line {line}: a quote opened in this row is never closed, so the {} \
+                                 line(s) after it were read as one cell; fix the quoting (nothing was \
+                                 loaded)",
+                                cell.matches('\n').count()
+                            ),
+                        ));
+                    }
+                    short_rows += 1;
+                }
+                if cells.len() > header_len
+                    && cells[header_len..].iter().any(|c| !c.trim().is_empty())
+                {
+                    let extra: Vec<&str> = cells[header_len..]
+                        .iter()
+                        .filter(|c| !c.trim().is_empty())
+                        .copied()
+                        .collect();
+                    rejected.push(reject(format!(
+                        "row has {} cells but the header has {header_len}: extra `{}`",
+                        cells.len(),
+                        clip(&extra.join("`, `"), 200)
+                    )));
+                    continue;
+                }
+                // U+FFFD starts with byte 0xEF: rows without it or a NUL are not searched cell
+                // by cell
+                let suspect = memchr::memchr2(0xEF, 0, raw.as_bytes()).is_some();
+                if suspect
+                    && needed
+                        .iter()
+                        .any(|i| cells.get(*i).is_some_and(|c| c.contains('\u{fffd}')))
+                {
+                    rejected.push(reject(format!(
+                        "bytes that are not valid {} text",
+                        encoding.name()
+                    )));
+                    continue;
+                }
+                // a NUL character cannot be stored in PostgreSQL's text: refused on every database
+                if let Some((_, i)) = columns
+                    .dims
+                    .iter()
+                    .find(|(_, i)| suspect && cells.get(*i).is_some_and(|c| c.contains('\0')))
+                {
+                    rejected.push(reject(format!(
+                        "column `{}`: a NUL character (byte 0) in the value",
+                        columns.header[*i]
+                    )));
+                    continue;
+                }
 
-        if state.locales.is_none() {
-            for cell in &cells {
-                state.file_votes.add(cell);
-            }
-            for (slot, i) in state.columns.sources.iter().enumerate() {
-                if let Some(cell) = cells.get(*i) {
-                    state.column_votes[slot].add(cell);
+                if voting {
+                    for cell in &cells {
+                        file_votes.add(cell);
+                    }
+                    for (slot, i) in columns.sources.iter().enumerate() {
+                        if let Some(cell) = cells.get(*i) {
+                            column_votes[slot].add(cell);
+                        }
+                    }
+                }
+                chunk.lines.push(line as i64);
+                Chunk::push_cell(
+                    &mut chunk.date,
+                    columns.date.and_then(|i| cells.get(i).copied()),
+                );
+                for (slot, (_, i)) in columns.dims.iter().enumerate() {
+                    Chunk::push_cell(&mut chunk.dims[slot], cells.get(*i).copied());
+                }
+                for (slot, i) in columns.sources.iter().enumerate() {
+                    Chunk::push_cell(&mut chunk.sources[slot], cells.get(*i).copied());
+                }
+                chunk.raw.append_value(&raw);
+                if chunk.len() % 4096 == 0 {
+                    cancel.check()?;
+                }
+                if chunk.len() >= CHUNK_ROWS {
+                    let full = std::mem::replace(&mut chunk, new_chunk());
+                    let votes = voting.then(|| (file_votes, std::mem::take(&mut column_votes)));
+                    voting = false;
+                    if chunks.send((full, votes)).is_err() {
+                        // the cleaning thread stopped on an error, which it returns
+                        return Ok(());
+                    }
                 }
             }
-        }
-        chunk.lines.push(line as i64);
-        Chunk::push_cell(
-            &mut chunk.date,
-            state.columns.date.and_then(|i| cells.get(i).copied()),
-        );
-        for (slot, (_, i)) in state.columns.dims.iter().enumerate() {
-            Chunk::push_cell(&mut chunk.dims[slot], cells.get(*i).copied());
-        }
-        for (slot, i) in state.columns.sources.iter().enumerate() {
-            Chunk::push_cell(&mut chunk.sources[slot], cells.get(*i).copied());
-        }
-        chunk.raw.append_value(&raw);
-        if chunk.len() % 4096 == 0 {
-            cancel.check()?;
-        }
-        if chunk.len() >= CHUNK_ROWS {
-            let full = std::mem::replace(&mut chunk, new_chunk(&state));
-            state.process(full)?;
-        }
-    }
-    if chunk.len() > 0 {
-        state.process(chunk)?;
+            if chunk.len() > 0 {
+                let votes = voting.then(|| (file_votes, std::mem::take(&mut column_votes)));
+                // an error of the cleaning thread is what it returns
+                let _ = chunks.send((chunk, votes));
+            }
+            Ok(())
+        })();
+        drop(chunks);
+        let cleaned = cleaner
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        read?;
+        cleaned
+    })?;
+    if !rejected.is_empty() {
+        // rows refused while reading and while cleaning, in line order
+        rejected.append(&mut state.rejected);
+        rejected.sort_by_key(|row| row.line);
+        state.rejected = rejected;
     }
     if short_rows > 0 {
         warnings.push(format!(
@@ -1383,11 +1434,17 @@ impl FileState<'_> {
         } = std::mem::take(&mut self.sums);
         drop(groups);
         let mut points = Points::default();
-        let mut covered_days: BTreeSet<i32> = BTreeSet::new();
+        // the days covered, marked from the first day on (one bit of work per group)
+        let first = keys.iter().map(|(day, _)| *day).min().unwrap_or_default();
+        let last = keys.iter().map(|(day, _)| *day).max().unwrap_or(first);
+        let mut covered_days = vec![false; (last - first) as usize + 1];
         for (day, _) in &keys {
-            covered_days.insert(*day);
+            covered_days[(day - first) as usize] = true;
         }
-        let covered = covered_days.into_iter().map(day_from_number).collect();
+        let covered = (first..=last)
+            .filter(|day| covered_days[(day - first) as usize])
+            .map(day_from_number)
+            .collect();
 
         // one map per distinct dimension set, shared by its points on every day
         let mut maps: Vec<Option<Dimensions>> = vec![None; sets.len()];
