@@ -9,13 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::{NaiveDate, SecondsFormat, Utc};
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use rusqlite::{OpenFlags, OptionalExtension, TransactionBehavior, params};
 use sqlx::SqlitePool;
 
 use super::{
-    DimensionSets, FINISH_RUN, INSERT_REJECTED, Keyed, LOAD_POINTS, RunRecord, STORED_METRICS,
-    StoredPoint, WriteStats, stored_day,
+    DimensionSets, FINISH_RUN, FINISH_SCORING, INSERT_REJECTED, KR_CONFLICT, KR_INSERT, Keyed,
+    KrScoreRow, LOAD_POINTS, OBJECTIVE_CONFLICT, OBJECTIVE_INSERT, ObjectiveScoreRow, RunRecord,
+    STORED_METRICS, StoredPoint, WriteStats, stored_day,
 };
 use crate::connector::csv::{day_from_number, day_number};
 use crate::connector::{Dimensions, PointRow, Points, RejectedRow};
@@ -263,6 +264,95 @@ pub(super) fn commit_run(
     }
     tx.commit()?;
     Ok(stats)
+}
+
+/// Writes a scoring pass's rows and closes it as succeeded, in one transaction
+/// (`Store::commit_scores`).
+pub(super) fn commit_scores(
+    direct: &DirectSqlite,
+    run_id: i64,
+    krs: &[KrScoreRow],
+    objectives: &[ObjectiveScoreRow],
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    // the texts sqlx writes for these types, so both paths store the same
+    let now = now.to_rfc3339_opts(SecondsFormat::AutoSi, false);
+    let day = |d: NaiveDate| d.format("%F").to_string();
+    let values = |count: usize| {
+        let params: Vec<String> = (1..=count).map(|i| format!("?{i}")).collect();
+        format!("VALUES ({})", params.join(", "))
+    };
+    let mut connection = direct.open(true)?;
+    let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut insert = tx.prepare(&format!("{KR_INSERT}{}{KR_CONFLICT}", values(36)))?;
+        for r in krs {
+            insert.execute(params![
+                r.kr_id,
+                r.objective_id,
+                day(r.as_of),
+                day(r.window_start),
+                day(r.window_end),
+                r.elapsed,
+                r.kr_type,
+                r.value,
+                r.baseline,
+                r.target,
+                r.target_original,
+                r.target_effective.map(day),
+                r.target_low,
+                r.target_high,
+                r.distance,
+                r.raw,
+                r.score,
+                r.score_original,
+                r.grade,
+                r.expected,
+                r.expected_score,
+                r.status,
+                r.forecast,
+                r.forecast_score,
+                r.spend,
+                r.budget,
+                r.budget_used,
+                r.cost_per_point,
+                r.stale,
+                r.data_as_of.map(day),
+                r.flags,
+                r.source_runs,
+                r.definition_hash,
+                r.reason,
+                run_id,
+                now
+            ])?;
+        }
+        let mut insert = tx.prepare(&format!(
+            "{OBJECTIVE_INSERT}{}{OBJECTIVE_CONFLICT}",
+            values(8)
+        ))?;
+        for r in objectives {
+            insert.execute(params![
+                r.objective_id,
+                day(r.as_of),
+                r.score,
+                r.grade,
+                r.krs_scored,
+                r.krs_total,
+                run_id,
+                now
+            ])?;
+        }
+    }
+    tx.execute(
+        FINISH_SCORING,
+        rusqlite::named_params! {
+            "$1": run_id,
+            "$2": now,
+            "$3": (krs.len() + objectives.len()) as i64,
+        },
+    )?;
+    tx.commit()?;
+    Ok(())
 }
 
 /// Replaces the connector's points on `days`. Points on days where the connector has nothing
