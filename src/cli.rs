@@ -237,6 +237,12 @@ async fn preview(
         eprintln!("error: --from {from} is after --to {to}");
         return ExitCode::from(BAD_CONFIG);
     }
+    if range.is_some()
+        && let Err(message) = range_applies(&[connector])
+    {
+        eprintln!("error: {message}");
+        return ExitCode::from(BAD_CONFIG);
+    }
     let fetch = preview_fetch(project, connector, range).await;
     let extract = match ingest::extract(project, connector, &Default::default(), fetch).await {
         Ok(extract) => extract,
@@ -371,9 +377,46 @@ async fn sync(
         eprintln!("error: --from {from} is after --to {to}");
         return Ok(ExitCode::from(BAD_CONFIG));
     }
+    if range.is_some() {
+        let chosen: Vec<&crate::connector::Connector> = if names.is_empty() {
+            project.connectors.iter().collect()
+        } else {
+            names.iter().filter_map(|n| project.connector(n)).collect()
+        };
+        if let Err(message) = range_applies(&chosen) {
+            eprintln!("error: {message}");
+            return Ok(ExitCode::from(BAD_CONFIG));
+        }
+    }
     let outcomes = ingest::sync(project, store, names, "manual", range).await?;
     ingest::rescore_restated(project, store, &outcomes).await?;
     Ok(report_runs(&outcomes))
+}
+
+/// `--from --to` choose the days an HTTP connector with a `[window]` fetches; a connector
+/// that reads its whole source every run would ignore them. An error when none of `chosen`
+/// uses them; a note on stderr naming those that do not, otherwise.
+fn range_applies(chosen: &[&crate::connector::Connector]) -> Result<(), String> {
+    let whole: Vec<String> = chosen
+        .iter()
+        .filter(|c| !c.is_incremental())
+        .map(|c| format!("`{}`", c.name))
+        .collect();
+    if whole.is_empty() {
+        return Ok(());
+    }
+    if whole.len() == chosen.len() {
+        return Err(format!(
+            "--from/--to choose the days an HTTP connector with a [window] fetches; {} \
+             read(s) the whole source on every run, so run it without --from/--to",
+            whole.join(", ")
+        ));
+    }
+    eprintln!(
+        "note: --from/--to do not apply to {}: they read the whole source",
+        whole.join(", ")
+    );
+    Ok(())
 }
 
 /// A sum as it is, so an analyst can compare it with the source (no rounding).

@@ -181,6 +181,23 @@ async fn a_corrected_export_replaces_the_days_it_covers(backend: Backend) {
 }
 on_both!(a_corrected_export_replaces_the_days_it_covers);
 
+/// `--from --to` choose the days of an HTTP connector with a window; a CSV connector reads
+/// its whole files, so the flags are refused rather than silently ignored.
+#[test]
+fn a_day_range_for_a_csv_connector_is_refused() {
+    let dir = ads_project("Day,Channel,Cost,Conversions\n2024-01-01,search,100,1\n");
+    let range = ["--from", "2024-01-01", "--to", "2024-01-01"];
+    for command in [vec!["sync"], vec!["sync", "ads"], vec!["preview", "ads"]] {
+        let args: Vec<&str> = command.iter().chain(range.iter()).copied().collect();
+        let output = krscore(dir.path(), None, &args);
+        let text = expect_code(&output, 2);
+        assert!(
+            text.contains("`ads` read(s) the whole source on every run"),
+            "{args:?}: {text}"
+        );
+    }
+}
+
 #[test]
 fn preview_writes_nothing() {
     let dir = ads_project("Day,Channel,Cost,Conversions\n2024-01-01,search,\"1,204.50\",10\n");
