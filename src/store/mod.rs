@@ -1224,8 +1224,8 @@ async fn copy_points<'a>(
     Ok((count, first))
 }
 
-/// Replaces the connector's points on `days`, as `sqlite_direct::replace_points` does on
-/// SQLite: points on days where the connector has nothing stored go straight into
+/// Replaces the connector's points on `days`, with the outcome `sqlite_direct::replace_points`
+/// has on SQLite: points on days where the connector has nothing stored go straight into
 /// `point_values` by COPY; the days it has points on already go through a staging table,
 /// set-based updates, inserts and a delete of the stale points.
 async fn pg_replace_points(

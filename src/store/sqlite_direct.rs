@@ -357,8 +357,8 @@ pub(super) fn commit_scores(
 
 /// Replaces the connector's points on `days`. Points on days where the connector has nothing
 /// stored yet (a first load, a new day) are inserted straight into `point_values`: there is
-/// nothing to compare or delete. Only the days it has points on already go through a staging
-/// table, an upsert and a delete of the stale points.
+/// nothing to compare or delete. On the days it has points on already, the stored points are
+/// read beside the new ones in key order, and only the differences are written.
 fn replace_points(
     tx: &rusqlite::Transaction,
     run_id: i64,
