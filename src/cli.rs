@@ -267,20 +267,23 @@ async fn preview(
         all.metrics()[a].cmp(&all.metrics()[b])
     });
     let set_rank = rank(all.sets().len(), &|a, b| all.sets()[a].cmp(&all.sets()[b]));
-    let mut order: Vec<u32> = (0..all.len() as u32).collect();
-    order.sort_unstable_by_key(|i| {
+    let key = |i: &u32| {
         let row = &all.rows()[*i as usize];
         (
             row.day,
             metric_rank[row.metric as usize],
             set_rank[row.set as usize],
         )
-    });
-    let points: Vec<crate::connector::Point> = order
-        .iter()
-        .take(rows)
-        .filter_map(|i| all.get(*i as usize))
-        .collect();
+    };
+    // only the first `rows` are shown: they are picked out, then sorted
+    let mut order: Vec<u32> = (0..all.len() as u32).collect();
+    if rows < order.len() {
+        order.select_nth_unstable_by_key(rows, key);
+        order.truncate(rows);
+    }
+    order.sort_unstable_by_key(key);
+    let points: Vec<crate::connector::Point> =
+        order.iter().filter_map(|i| all.get(*i as usize)).collect();
     let mut table = Table::new();
     table.load_preset(presets::NOTHING);
     table.set_header(["day", "metric", "dimensions", "value"]);
@@ -306,11 +309,19 @@ async fn preview(
     if all.len() > rows {
         println!("... {} more point(s)", all.len() - rows);
     }
-    let mut totals: std::collections::BTreeMap<&str, (usize, f64)> = Default::default();
-    for row in order.iter().map(|i| &all.rows()[*i as usize]) {
-        let entry = totals.entry(all.metric(row)).or_default();
-        entry.0 += 1;
-        entry.1 += row.value;
+    // compensated sums (Neumaier): the total does not depend on the points' order, and
+    // matches the source's to the last digit shown
+    let mut totals: std::collections::BTreeMap<&str, (usize, f64, f64)> = Default::default();
+    for row in all.rows() {
+        let (count, sum, lost) = totals.entry(all.metric(row)).or_default();
+        *count += 1;
+        let next = *sum + row.value;
+        *lost += if sum.abs() >= row.value.abs() {
+            (*sum - next) + row.value
+        } else {
+            (row.value - next) + *sum
+        };
+        *sum = next;
     }
     println!(
         "\n{}: {}, {} row(s) read, {} loaded, {} rejected, {} line(s) skipped; \
@@ -331,8 +342,8 @@ async fn preview(
             _ => String::new(),
         }
     );
-    for (metric, (n, sum)) in totals {
-        println!("  {metric}: {n} point(s), sum {}", exact(sum));
+    for (metric, (n, sum, lost)) in totals {
+        println!("  {metric}: {n} point(s), sum {}", exact(sum + lost));
     }
     if extract.rows_skipped > 0 {
         println!(
