@@ -409,17 +409,7 @@ fn replace_points(
 
     let mut stats = WriteStats::default();
     {
-        let mut insert = PointInsert::new(
-            tx,
-            "point_values (metric, day, period_end, dimension_set, value, connector, run_id, flags)",
-            3,
-        )?;
-        for statement in [&mut insert.batch, &mut insert.single] {
-            let base = statement.parameter_count() - 3;
-            statement.raw_bind_parameter(base + 1, connector)?;
-            statement.raw_bind_parameter(base + 2, run_id)?;
-            statement.raw_bind_parameter(base + 3, flags)?;
-        }
+        let mut insert = PointInsert::values(tx, connector, run_id, flags)?;
         let mut first = None::<i32>;
         for row in keyed.on(points, &mask, false) {
             first = Some(first.map_or(row.day, |d| d.min(row.day)));
@@ -480,17 +470,7 @@ fn replace_points(
         "UPDATE point_values SET value = ?5, period_end = ?6, run_id = ?7, flags = ?8 \
          WHERE metric = ?1 AND day = ?2 AND connector = ?3 AND dimension_set = ?4",
     )?;
-    let mut insert = PointInsert::new(
-        tx,
-        "point_values (metric, day, period_end, dimension_set, value, connector, run_id, flags)",
-        3,
-    )?;
-    for statement in [&mut insert.batch, &mut insert.single] {
-        let base = statement.parameter_count() - 3;
-        statement.raw_bind_parameter(base + 1, connector)?;
-        statement.raw_bind_parameter(base + 2, run_id)?;
-        statement.raw_bind_parameter(base + 3, flags)?;
-    }
+    let mut insert = PointInsert::values(tx, connector, run_id, flags)?;
     let mut day_texts = LastDay::default();
     for metric in metrics {
         let mut fresh: Vec<u32> = points
@@ -613,6 +593,27 @@ impl<'c> PointInsert<'c> {
             bound: (0..INSERT_ROWS).map(|_| BoundPoint::default()).collect(),
             pending: Vec::with_capacity(INSERT_ROWS),
         })
+    }
+
+    /// An insert into `point_values` of points of `connector` written by run `run_id`.
+    fn values(
+        tx: &'c rusqlite::Transaction,
+        connector: &str,
+        run_id: i64,
+        flags: Option<&str>,
+    ) -> rusqlite::Result<PointInsert<'c>> {
+        let mut insert = PointInsert::new(
+            tx,
+            "point_values (metric, day, period_end, dimension_set, value, connector, run_id, flags)",
+            3,
+        )?;
+        for statement in [&mut insert.batch, &mut insert.single] {
+            let base = statement.parameter_count() - 3;
+            statement.raw_bind_parameter(base + 1, connector)?;
+            statement.raw_bind_parameter(base + 2, run_id)?;
+            statement.raw_bind_parameter(base + 3, flags)?;
+        }
+        Ok(insert)
     }
 
     /// Adds a point; returns the rows inserted (a full batch goes in).
