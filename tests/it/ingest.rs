@@ -198,6 +198,39 @@ fn a_day_range_for_a_csv_connector_is_refused() {
     }
 }
 
+/// A column whose first 65 536 rows do not tell the decimal mark is read with a guess. When
+/// a later cell reads only with the other mark, values read with the guess may be a thousand
+/// times off, so the file fails; where no value could be read two ways, only that row is
+/// rejected.
+#[test]
+fn a_decimal_mark_guessed_wrong_fails_the_file() {
+    let rows = |first: &str, last: &str| {
+        let mut csv = String::from("Day,Channel,Cost,Conversions\n");
+        for _ in 0..70_000 {
+            csv.push_str(&format!("2024-01-01,search,{first},1\n"));
+        }
+        csv.push_str(&format!("2024-01-02,search,{last},1\n"));
+        csv
+    };
+    let dir = ads_project(&rows("\"1,234\"", "\"1,5\""));
+    let text = expect_code(&krscore(dir.path(), None, &["preview", "ads"]), 1);
+    assert!(
+        text.contains(
+            "column `Cost`: the first rows did not tell its decimal mark, so `1,234` on line 2 \
+             was read with `.` as the decimal mark, but `1,5` on line 70002 reads only with `,`"
+        ),
+        "{text}"
+    );
+
+    let dir = ads_project(&rows("123", "\"12,5\""));
+    let text = expect_code(&krscore(dir.path(), None, &["preview", "ads"]), 0);
+    assert!(
+        text.contains("70001 row(s) read, 70000 loaded, 1 rejected"),
+        "{text}"
+    );
+    assert!(text.contains("spend: 1 point(s), sum 8610000"), "{text}");
+}
+
 #[test]
 fn preview_writes_nothing() {
     let dir = ads_project("Day,Channel,Cost,Conversions\n2024-01-01,search,\"1,204.50\",10\n");
@@ -464,7 +497,8 @@ async fn a_point_the_database_refuses_fails_only_its_connector() {
 }
 
 /// A quote that is never closed swallows the rest of the file into one cell: the run fails
-/// with the line, and the points stored before stay as they were.
+/// with the line, and the points stored before stay as they were (the last row's day was
+/// restated without that row's values when the quote was in the last row).
 async fn an_unclosed_quote_fails_the_run_and_keeps_the_stored_days(backend: Backend) {
     let db = TestDb::new(backend).await;
     let good = "Day,Channel,Cost,Conversions\n2024-01-01,search,10,1\n\
@@ -474,20 +508,25 @@ async fn an_unclosed_quote_fails_the_run_and_keeps_the_stored_days(backend: Back
     let stored = "SELECT CAST(sum(value) AS BIGINT) FROM metric_points WHERE metric = 'spend'";
     assert_eq!(db.scalar(stored).await, 100);
 
-    let broken = good.replace("2024-01-01,social,20,2", "2024-01-01,\"social,20,2");
-    std::fs::write(dir.path().join("data/ads_2024.csv"), broken).unwrap();
-    let output = krscore(dir.path(), Some(&db), &["sync"]);
+    // in a middle row, and in the last row (where it swallows only that row's own line end)
+    for (row, line) in [("2024-01-01,social,20,2", 3), ("2024-01-02,search,40,4", 5)] {
+        let broken = good.replace(row, &row.replacen(',', ",\"", 1));
+        std::fs::write(dir.path().join("data/ads_2024.csv"), broken).unwrap();
+        let output = krscore(dir.path(), Some(&db), &["sync"]);
 
-    let text = expect_code(&output, 1);
-    assert!(
-        text.contains("line 3: a quote opened in this row is never closed"),
-        "{text}"
-    );
-    assert_eq!(
-        db.scalar(stored).await,
-        100,
-        "the stored days are untouched"
-    );
+        let text = expect_code(&output, 1);
+        assert!(
+            text.contains(&format!(
+                "line {line}: a quote opened in this row is never closed"
+            )),
+            "{text}"
+        );
+        assert_eq!(
+            db.scalar(stored).await,
+            100,
+            "the stored days are untouched"
+        );
+    }
     let status = db
         .rows("SELECT status FROM ingest_runs ORDER BY id DESC LIMIT 1")
         .await;

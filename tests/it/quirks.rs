@@ -1114,29 +1114,32 @@ fn rows_of_one_day_and_dimensions_sum_into_one_point_across_chunks_and_files() {
 fn a_decimal_mark_unlike_the_first_rows_is_refused_not_read_as_thousands() {
     // the first chunk holds only whole numbers, so a `;` file gets a decimal comma; later
     // cells written with a dot are not read as thousands (12.5 as 125)
-    let mut csv = String::from("Date;Cost\n");
-    for _ in 0..70_000 {
-        csv.push_str("2026-01-01;1\n");
-    }
-    csv.push_str("2026-01-02;12.5\n2026-01-02;0.75\n2026-01-02;1.250\n");
-    let dir = project(&[
-        ("config/default.toml", "[ingest]\nmax_reject_share = 1.0\n"),
-        ("config/metrics.toml", METRICS),
-        (
-            "connectors/source.toml",
-            "type = \"csv\"\npath = \"data/a.csv\"\n[date]\ncolumn = \"Date\"\n\
-             [[metrics]]\nname = \"cost\"\ncolumn = \"Cost\"\n",
-        ),
-        ("data/a.csv", &csv),
-    ]);
+    let project_with = |tail: &str| {
+        let mut csv = String::from("Date;Cost\n");
+        for _ in 0..70_000 {
+            csv.push_str("2026-01-01;1\n");
+        }
+        csv.push_str(tail);
+        project(&[
+            ("config/default.toml", "[ingest]\nmax_reject_share = 1.0\n"),
+            ("config/metrics.toml", METRICS),
+            (
+                "connectors/source.toml",
+                "type = \"csv\"\npath = \"data/a.csv\"\n[date]\ncolumn = \"Date\"\n\
+                 [[metrics]]\nname = \"cost\"\ncolumn = \"Cost\"\n",
+            ),
+            ("data/a.csv", &csv),
+        ])
+    };
+    let dir = project_with("2026-01-02;12.5\n2026-01-02;0.75\n2026-01-02;2\n");
     let project = Project::load(dir.path()).unwrap();
 
     let e = project.connectors[0].extract(dir.path()).unwrap();
 
     assert_eq!(
         by_day(&e, "cost")["2026-01-02"],
-        1250.0,
-        "only the grouped 1.250 loads"
+        2.0,
+        "only the whole 2 loads"
     );
     let reasons: Vec<&str> = e.rejected.iter().map(|r| r.reason.as_str()).collect();
     assert_eq!(reasons.len(), 2, "{reasons:?}");
@@ -1148,6 +1151,22 @@ fn a_decimal_mark_unlike_the_first_rows_is_refused_not_read_as_thousands() {
             .map(|r| r.location.as_str())
             .collect::<Vec<_>>(),
         ["data/a.csv:70002", "data/a.csv:70003"]
+    );
+
+    // `1.250` reads as 1250 with the guessed comma and as 1.25 with a dot: beside `12.5` the
+    // guess is shown wrong, so nothing of the file is loaded
+    let dir = project_with("2026-01-02;12.5\n2026-01-02;0.75\n2026-01-02;1.250\n");
+    let project = Project::load(dir.path()).unwrap();
+
+    let err = project.connectors[0].extract(dir.path()).unwrap_err();
+
+    assert!(
+        err.to_string().contains(
+            "column `Cost`: the first rows did not tell its decimal mark, so `1.250` on line \
+             70004 was read with `,` as the decimal mark, but `12.5` on line 70002 reads only \
+             with `.`; set [format] decimal = \".\""
+        ),
+        "{err}"
     );
 }
 

@@ -79,6 +79,23 @@ pub fn grouping_ok(cell: &str, locale: &NumberLocale) -> bool {
     !separated || digits == 3
 }
 
+/// Whether a cell reads as two numbers a thousand times apart depending on the decimal mark:
+/// one `,` or `.` after one to three digits (not a lone zero) and before exactly three, such
+/// as `1,234` or `-12.500`.
+pub fn ambiguous_mark(cell: &str) -> bool {
+    let text = cell.trim().trim_start_matches(['-', '+']);
+    let Some(at) = text.find([',', '.']) else {
+        return false;
+    };
+    let (whole, rest) = (&text[..at], &text[at + 1..]);
+    let digits = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+    (1..=3).contains(&whole.len())
+        && whole != "0"
+        && digits(whole)
+        && rest.len() == 3
+        && digits(rest)
+}
+
 /// Votes for a decimal mark, counted per column and per file.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Votes {

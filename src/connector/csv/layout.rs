@@ -425,7 +425,8 @@ mod tests {
 pub struct LineEndings<R> {
     inner: R,
     buffer: Vec<u8>,
-    pending_cr: bool,
+    /// The last byte read was a CR (already given out as LF): an LF right after it is dropped.
+    after_cr: bool,
     last: Option<u8>,
     done: bool,
 }
@@ -435,7 +436,7 @@ impl<R: Read> LineEndings<R> {
         LineEndings {
             inner,
             buffer: vec![0; 64 * 1024],
-            pending_cr: false,
+            after_cr: false,
             last: None,
             done: false,
         }
@@ -447,39 +448,35 @@ impl<R: Read> Read for LineEndings<R> {
         if out.is_empty() || self.done {
             return Ok(0);
         }
+        // every byte read gives at most one byte out
         let room = out.len().min(self.buffer.len());
         loop {
             let n = self.inner.read(&mut self.buffer[..room])?;
             if n == 0 {
                 self.done = true;
-                let closing = self.pending_cr || self.last.is_some_and(|b| b != b'\n');
-                self.pending_cr = false;
-                if closing {
+                if self.last.is_some_and(|b| b != b'\n') {
                     out[0] = b'\n';
                     return Ok(1);
                 }
                 return Ok(0);
             }
             // most exports end their lines with LF alone: such a block is copied as it is
-            if !self.pending_cr && memchr::memchr(b'\r', &self.buffer[..n]).is_none() {
+            if !self.after_cr && memchr::memchr(b'\r', &self.buffer[..n]).is_none() {
                 out[..n].copy_from_slice(&self.buffer[..n]);
                 self.last = Some(out[n - 1]);
                 return Ok(n);
             }
             let mut written = 0;
             for &byte in &self.buffer[..n] {
-                if self.pending_cr {
-                    self.pending_cr = false;
-                    if byte != b'\n' {
-                        out[written] = b'\n';
-                        written += 1;
-                    }
-                }
-                if byte == b'\r' {
-                    self.pending_cr = true;
+                if std::mem::take(&mut self.after_cr) && byte == b'\n' {
                     continue;
                 }
-                out[written] = byte;
+                if byte == b'\r' {
+                    self.after_cr = true;
+                    out[written] = b'\n';
+                } else {
+                    out[written] = byte;
+                }
                 written += 1;
             }
             if written > 0 {
@@ -506,5 +503,28 @@ mod line_ending_tests {
         assert_eq!(normalise(b"a\r\n"), "a\n");
         assert_eq!(normalise(b"a\r"), "a\n");
         assert_eq!(normalise(b""), "");
+    }
+
+    /// A CR at the end of one read and its LF (or not) at the start of the next, whatever
+    /// the sizes of the reads (a CR-only file used to overflow the reader's buffer).
+    #[test]
+    fn endings_split_between_reads() {
+        let input = b"ab\r\rc\r\nd\re\r\n\r\nf\rg";
+        let expected = "ab\n\nc\nd\ne\n\nf\ng\n";
+        for size in 1..=input.len() + 1 {
+            let mut reader = LineEndings::new(&input[..]);
+            let mut out = Vec::new();
+            let mut buffer = vec![0; size];
+            loop {
+                let n = reader.read(&mut buffer).unwrap();
+                if n == 0 {
+                    break;
+                }
+                out.extend_from_slice(&buffer[..n]);
+            }
+            assert_eq!(String::from_utf8(out).unwrap(), expected, "reads of {size}");
+        }
+        let lone_crs: Vec<u8> = b"x,1\r".repeat(40_000);
+        assert_eq!(normalise(&lone_crs), "x,1\n".repeat(40_000));
     }
 }

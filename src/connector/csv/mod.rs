@@ -331,6 +331,13 @@ struct FileState<'a> {
     date_cache: HashMap<String, Option<i32>>,
     locales: Option<Vec<NumberLocale>>,
     column_votes: Vec<Votes>,
+    /// Per source column, whether its decimal mark is a guess: neither configured nor told by
+    /// the first chunk's cells.
+    guessed: Vec<bool>,
+    /// Per guessed column, the first cell read differently by the two marks (`1,234`) and the
+    /// first that reads only with the other mark (`1,5`), with their lines: both together
+    /// mean the guess read some values wrong.
+    doubts: Vec<(Option<(i64, String)>, Option<(i64, String)>)>,
     file_votes: Votes,
     sums: Sums,
     rejected: Vec<RejectedRow>,
@@ -675,6 +682,8 @@ pub fn read_table(
         date_cache: HashMap::new(),
         locales: None,
         column_votes: vec![Votes::default(); columns.sources.len()],
+        guessed: vec![false; columns.sources.len()],
+        doubts: vec![(None, None); columns.sources.len()],
         file_votes: Votes::default(),
         sums: Sums::default(),
         rejected: Vec::new(),
@@ -811,20 +820,22 @@ pub fn read_table(
                 };
                 if cells.len() < header_len {
                     // a quote opened and never closed takes the lines after it into one cell: a short
-                    // row with a cell holding line breaks and delimiters. What the file has after it
+                    // row with a cell holding line breaks and delimiters, or, in the last row, the
+                    // rest of the file up to its final line break. What the file has after it
                     // cannot be told, so nothing is loaded (the days it covers would be restated from
                     // the rows before it alone)
                     let swallowed = cells.iter().find(|c| {
                         c.split_once('\n')
                             .is_some_and(|(_, rest)| rest.contains(delimiter))
+                            || (c.ends_with('\n') && c.contains(delimiter))
                     });
                     if let Some(cell) = swallowed {
                         return Err(source_err(
                             shown,
                             format!(
-                                "line {line}: a quote opened in this row is never closed, so the {} \
-                                 line(s) after it were read as one cell; fix the quoting (nothing was \
-                                 loaded)",
+                                "line {line}: a quote opened in this row is never closed, so what \
+                                 follows it ({} line break(s)) was read as one cell; fix the quoting \
+                                 (nothing was loaded)",
                                 cell.matches('\n').count()
                             ),
                         ));
@@ -1069,11 +1080,16 @@ impl FileState<'_> {
                 NumberLocale::new(decimal, thousands)
             })
             .collect();
+        self.guessed = self
+            .column_votes
+            .iter()
+            .map(|votes| configured.is_none() && votes.decision().is_none())
+            .collect();
         self.locales = Some(locales);
     }
 
     /// Cleans one chunk: rejects what cannot be read and sums the rest by day and dimensions.
-    fn process(&mut self, mut chunk: Chunk) -> Result<(), ConnectorError> {
+    fn process(&mut self, chunk: Chunk) -> Result<(), ConnectorError> {
         let shown = self.shown;
         if self.locales.is_none() {
             self.decide_locales();
@@ -1130,7 +1146,7 @@ impl FileState<'_> {
         };
 
         let mut columns = vec![
-            Column::new("__line".into(), std::mem::take(&mut chunk.lines)),
+            Column::new("__line".into(), chunk.lines.clone()),
             Column::new("__day".into(), days),
             date_cells.into_column(),
             chunk.raw.finish().into_column(),
@@ -1142,6 +1158,13 @@ impl FileState<'_> {
         let mut plain = Vec::with_capacity(chunk.sources.len());
         for (slot, builder) in chunk.sources.into_iter().enumerate() {
             let cells = builder.finish();
+            if self.guessed[slot] && self.doubts[slot].0.is_none() {
+                self.doubts[slot].0 = cells
+                    .iter()
+                    .zip(&chunk.lines)
+                    .find(|(c, _)| c.is_some_and(clean::ambiguous_mark))
+                    .map(|(c, line)| (*line, c.unwrap_or_default().to_string()));
+            }
             match clean::plain_numbers(&cells, &locales[slot]) {
                 Some(values) => {
                     columns.push(Column::new(format!("__v{slot}").into(), values));
@@ -1153,9 +1176,34 @@ impl FileState<'_> {
                         .iter()
                         .map(|c| c.is_none_or(|c| clean::grouping_ok(c, &locales[slot])))
                         .collect();
+                    if self.guessed[slot] && self.doubts[slot].1.is_none() {
+                        self.doubts[slot].1 = grouped
+                            .iter()
+                            .zip(cells.iter().zip(&chunk.lines))
+                            .find(|(ok, _)| !**ok)
+                            .map(|(_, (c, line))| (*line, c.unwrap_or_default().to_string()));
+                    }
                     columns.push(Column::new(format!("__g{slot}").into(), grouped));
                     plain.push(false);
                 }
+            }
+            if let (Some(read), Some(refused)) = &self.doubts[slot] {
+                let column = &self.columns.header[self.columns.sources[slot]];
+                let mark = locales[slot].decimal;
+                let other = if mark == ',' { '.' } else { ',' };
+                return Err(source_err(
+                    shown,
+                    format!(
+                        "column `{column}`: the first rows did not tell its decimal mark, so \
+                         `{}` on line {} was read with `{mark}` as the decimal mark, but `{}` on \
+                         line {} reads only with `{other}`; set [format] decimal = \"{other}\" \
+                         (or \"{mark}\") in the connector (nothing was loaded)",
+                        clip(&read.1, 40),
+                        read.0,
+                        clip(&refused.1, 40),
+                        refused.0
+                    ),
+                ));
             }
             columns.push(cells.into_column());
         }
