@@ -337,13 +337,16 @@ struct FileState<'a> {
     /// Per guessed column, the first cell read differently by the two marks (`1,234`) and the
     /// first that reads only with the other mark (`1,5`), with their lines: both together
     /// mean the guess read some values wrong.
-    doubts: Vec<(Option<(i64, String)>, Option<(i64, String)>)>,
+    doubts: Vec<(Option<LineCell>, Option<LineCell>)>,
     file_votes: Votes,
     sums: Sums,
     rejected: Vec<RejectedRow>,
     censored_cells: u64,
     delimiter: char,
 }
+
+/// A cell and its line.
+type LineCell = (i64, String);
 
 /// The decimal-mark votes of the first chunk's cells: the file's, and each source column's.
 type Ballots = (Votes, Vec<Votes>);
