@@ -3,6 +3,7 @@
 //! Exit codes: 0 done, 1 a run failed, 2 bad configuration or usage. To add a command, add a
 //! variant to [`Command`] and a branch to [`execute`].
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -251,6 +252,7 @@ async fn preview(
             return ExitCode::from(FAILED);
         }
     };
+    let mut out = String::new();
     // shown by day, metric and dimensions: the names and sets are ranked once, so millions of
     // points sort by numbers
     let all = &extract.points;
@@ -305,9 +307,9 @@ async fn preview(
             format!("{}", p.value),
         ]);
     }
-    println!("{table}");
+    let _ = writeln!(out, "{table}");
     if all.len() > rows {
-        println!("... {} more point(s)", all.len() - rows);
+        let _ = writeln!(out, "... {} more point(s)", all.len() - rows);
     }
     // compensated sums (Neumaier): the total does not depend on the points' order, and
     // matches the source's to the last digit shown
@@ -323,7 +325,8 @@ async fn preview(
         };
         *sum = next;
     }
-    println!(
+    let _ = writeln!(
+        out,
         "\n{}: {}, {} row(s) read, {} loaded, {} rejected, {} line(s) skipped; \
          {} point(s) over {} day(s){}",
         connector.name,
@@ -343,26 +346,36 @@ async fn preview(
         }
     );
     for (metric, (n, sum, lost)) in totals {
-        println!("  {metric}: {n} point(s), sum {}", exact(sum + lost));
+        let _ = writeln!(out, "  {metric}: {n} point(s), sum {}", exact(sum + lost));
     }
     if extract.rows_skipped > 0 {
-        println!(
+        let _ = writeln!(
+            out,
             "\nskipped {} line(s) that are not data:",
             extract.rows_skipped
         );
         for line in &extract.skipped {
-            println!("  {} ({}): {}", line.location, line.reason, line.text);
+            let _ = writeln!(out, "  {} ({}): {}", line.location, line.reason, line.text);
         }
     }
     for warning in &extract.warnings {
-        println!("warning: {warning}");
+        let _ = writeln!(out, "warning: {warning}");
     }
     for row in extract.rejected.iter().take(20) {
-        println!("rejected {}: {}\n    {}", row.location, row.reason, row.raw);
+        let _ = writeln!(
+            out,
+            "rejected {}: {}\n    {}",
+            row.location, row.reason, row.raw
+        );
     }
     if extract.rejected.len() > 20 {
-        println!("... {} more rejected row(s)", extract.rejected.len() - 20);
+        let _ = writeln!(
+            out,
+            "... {} more rejected row(s)",
+            extract.rejected.len() - 20
+        );
     }
+    emit(&out);
     ExitCode::SUCCESS
 }
 
@@ -428,6 +441,16 @@ fn range_applies(chosen: &[&crate::connector::Connector]) -> Result<(), String> 
         whole.join(", ")
     );
     Ok(())
+}
+
+/// Writes a command's output to stdout at once; a reader that has gone away (`| head`) ends
+/// it quietly.
+fn emit(text: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
 }
 
 /// A sum as it is, so an analyst can compare it with the source (no rounding).
@@ -530,7 +553,7 @@ async fn show_status(
     let objectives = store.objective_scores(as_of).await?;
     let krs = store.kr_scores(as_of).await?;
     let runs = store.latest_ingest_runs().await?;
-    print!("{}", status::render(project, &objectives, &krs, &runs));
+    emit(&status::render(project, &objectives, &krs, &runs));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -542,7 +565,7 @@ async fn review(
 ) -> anyhow::Result<ExitCode> {
     let today = as_of.unwrap_or_else(|| scoring::today(project));
     let review = scoring::review::review(project, store, period, today).await?;
-    print!("{}", scoring::review::render(project, &review));
+    emit(&scoring::review::render(project, &review));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -231,6 +231,35 @@ fn a_decimal_mark_guessed_wrong_fails_the_file() {
     assert!(text.contains("spend: 1 point(s), sum 8610000"), "{text}");
 }
 
+/// `krscore preview ads | head`: the reader goes away after a few lines, and the preview
+/// ends quietly instead of panicking on the closed pipe.
+#[test]
+fn a_preview_read_in_part_ends_quietly() {
+    use std::io::Read as _;
+    let mut csv = String::from("Day,Channel,Cost,Conversions\n");
+    for i in 0..5000 {
+        csv.push_str(&format!("2024-01-01,channel-{i},10,1\n"));
+    }
+    let dir = ads_project(&csv);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_krscore"))
+        .arg("-C")
+        .arg(dir.path())
+        .args(["preview", "ads", "--rows", "10000"])
+        .env("KRSCORE__DATABASE__URL", "sqlite::memory:")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 64];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // the pipe's read end is closed here, before the 10 000 lines are written
+    let output = child.wait_with_output().unwrap();
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+}
+
 #[test]
 fn preview_writes_nothing() {
     let dir = ads_project("Day,Channel,Cost,Conversions\n2024-01-01,search,\"1,204.50\",10\n");
