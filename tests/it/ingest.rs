@@ -260,6 +260,18 @@ fn a_preview_read_in_part_ends_quietly() {
     assert_eq!(output.status.code(), Some(0), "{stderr}");
 }
 
+/// A rejected row is stored as a CSV line again, its quoted cells quoted, so its cells can
+/// be told apart.
+#[test]
+fn a_rejected_row_keeps_its_quoting() {
+    let row = r#"2024-01-02,"a,b",oops,"say ""hi""""#;
+    let dir = ads_project(&format!(
+        "Day,Channel,Cost,Conversions\n2024-01-01,search,10,1\n{row}\n"
+    ));
+    let text = expect_code(&krscore(dir.path(), None, &["preview", "ads"]), 0);
+    assert!(text.contains(&format!("\n    {row}\n")), "{text}");
+}
+
 #[test]
 fn preview_writes_nothing() {
     let dir = ads_project("Day,Channel,Cost,Conversions\n2024-01-01,search,\"1,204.50\",10\n");

@@ -759,12 +759,23 @@ pub fn read_table(
                     continue;
                 }
                 after_blank = false;
+                // the row as a CSV line again: cells holding the delimiter, a quote or a line
+                // break are quoted, so a stored rejected row keeps its cells apart
                 raw.clear();
+                let plain =
+                    memchr::memchr3(delimiter as u8, b'"', b'\n', record.as_slice().as_bytes())
+                        .is_none();
                 for (i, cell) in record.iter().enumerate() {
                     if i > 0 {
                         raw.push(delimiter);
                     }
-                    raw.push_str(cell);
+                    if plain || !cell.contains([delimiter, '"', '\n']) {
+                        raw.push_str(cell);
+                    } else {
+                        raw.push('"');
+                        raw.push_str(&cell.replace('"', "\"\""));
+                        raw.push('"');
+                    }
                 }
                 let mut skip = |reason: &str, raw: &str| {
                     rows_skipped += 1;
