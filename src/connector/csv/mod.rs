@@ -759,23 +759,14 @@ pub fn read_table(
                     continue;
                 }
                 after_blank = false;
-                // the row as a CSV line again: cells holding the delimiter, a quote or a line
-                // break are quoted, so a stored rejected row keeps its cells apart
+                // the cells joined by U+001F: turned into a CSV line only for a row kept as
+                // rejected or skipped (`csv_line`)
                 raw.clear();
-                let plain =
-                    memchr::memchr3(delimiter as u8, b'"', b'\n', record.as_slice().as_bytes())
-                        .is_none();
                 for (i, cell) in record.iter().enumerate() {
                     if i > 0 {
-                        raw.push(delimiter);
+                        raw.push(CELL_SEPARATOR);
                     }
-                    if plain || !cell.contains([delimiter, '"', '\n']) {
-                        raw.push_str(cell);
-                    } else {
-                        raw.push('"');
-                        raw.push_str(&cell.replace('"', "\"\""));
-                        raw.push('"');
-                    }
+                    raw.push_str(cell);
                 }
                 let mut skip = |reason: &str, raw: &str| {
                     rows_skipped += 1;
@@ -783,7 +774,7 @@ pub fn read_table(
                         skipped.push(SkippedLine {
                             location: locate(shown, input.records, line),
                             reason: reason.into(),
-                            text: raw.to_string(),
+                            text: csv_line(raw, delimiter),
                         });
                     }
                 };
@@ -830,7 +821,7 @@ pub fn read_table(
                     location: locate(shown, input.records, line),
                     line: Some(line as i64),
                     reason,
-                    raw: clip(&raw, RAW_KEPT),
+                    raw: clip(&csv_line(&raw, delimiter), RAW_KEPT),
                 };
                 if cells.len() < header_len {
                     // a quote opened and never closed takes the lines after it into one cell: a short
@@ -1031,6 +1022,28 @@ pub fn clip(text: &str, max: usize) -> String {
         Some((i, _)) => format!("{}… ({} characters)", &text[..i], text.chars().count()),
         None => text.to_string(),
     }
+}
+
+/// What joins a row's cells while it is read (a control character no export has).
+const CELL_SEPARATOR: char = '\u{1f}';
+
+/// A row's cells, joined by [`CELL_SEPARATOR`], as a CSV line: the cells holding the
+/// delimiter, a quote or a line break quoted, so a stored rejected row keeps its cells apart.
+fn csv_line(cells: &str, delimiter: char) -> String {
+    let mut line = String::with_capacity(cells.len() + 2);
+    for (i, cell) in cells.split(CELL_SEPARATOR).enumerate() {
+        if i > 0 {
+            line.push(delimiter);
+        }
+        if cell.contains([delimiter, '"', '\n']) {
+            line.push('"');
+            line.push_str(&cell.replace('"', "\"\""));
+            line.push('"');
+        } else {
+            line.push_str(cell);
+        }
+    }
+    line
 }
 
 fn newlines(record: &csv::StringRecord) -> u64 {
@@ -1479,7 +1492,10 @@ impl FileState<'_> {
                 location: locate(self.shown, self.records, line as u64),
                 line: Some(line),
                 reason,
-                raw: clip(raws.get(row).unwrap_or_default(), RAW_KEPT),
+                raw: clip(
+                    &csv_line(raws.get(row).unwrap_or_default(), self.delimiter),
+                    RAW_KEPT,
+                ),
             });
         }
         Ok(())
