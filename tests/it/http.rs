@@ -812,6 +812,43 @@ column = "n"
     )
 }
 
+/// `sync --from --to` over every connector: the HTTP connector with a window fetches the
+/// range; a CSV connector reads its whole file as always, and a note says so.
+#[test]
+fn a_range_goes_to_windowed_connectors_and_a_note_names_the_others() {
+    let mock = Mock::start(|req: &Seen, _| window_rows(req));
+    let dir = project(&[
+        ("config/metrics.toml", METRICS),
+        ("connectors/api.toml", &windowed(&mock.url)),
+        (
+            "connectors/sheet.toml",
+            "type = \"csv\"\npath = \"sheet.csv\"\n[date]\ncolumn = \"day\"\n\
+             [[metrics]]\nname = \"visits\"\ncolumn = \"n\"\n",
+        ),
+        ("sheet.csv", "day,n\n2023-05-01,3\n2023-05-02,4\n"),
+    ]);
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_krscore"))
+        .arg("--project-dir")
+        .arg(dir.path())
+        .args(["sync", "--from", "2024-01-01", "--to", "2024-01-02"])
+        .env("KRSCORE__DATABASE__URL", "sqlite::memory:")
+        .env("KRSCORE_TEST_API_KEY", SECRET)
+        .output()
+        .unwrap();
+
+    let text = expect_code(&output, 0);
+    assert!(
+        text.contains("note: --from/--to do not apply to `sheet`: they read the whole source"),
+        "{text}"
+    );
+    assert!(text.contains("sheet: run"), "{text}");
+    let requests = mock.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].param("since").as_deref(), Some("2024-01-01"));
+    assert_eq!(requests[0].param("until").as_deref(), Some("2024-01-02"));
+}
+
 /// Rows for each day of the asked window.
 fn window_rows(req: &Seen) -> Reply {
     let from: NaiveDate = req.param("since").unwrap().parse().unwrap();
