@@ -107,6 +107,10 @@ impl Project {
         else {
             return url.clone();
         };
+        // SQLite's own names for a database in memory, written as a file
+        if matches!(path.split('?').next(), Some("file::memory:" | ":memory:")) {
+            return "sqlite::memory:".to_string();
+        }
         if path.starts_with(':') || Path::new(path).is_absolute() {
             return url.clone();
         }

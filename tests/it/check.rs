@@ -150,3 +150,33 @@ fn a_bad_setting_in_a_file_names_its_line() {
         "{text}"
     );
 }
+
+/// A relative SQLite file is found in the project; SQLite's own names for a database in
+/// memory (`file::memory:`, `:memory:`) stay in memory instead of becoming files.
+#[test]
+fn sqlite_urls_are_resolved_in_the_project() {
+    for (url, memory) in [
+        ("sqlite://k.db", false),
+        ("sqlite://file::memory:", true),
+        ("sqlite://:memory:", true),
+        ("sqlite::memory:", true),
+    ] {
+        let dir = project(&[
+            (
+                "config/default.toml",
+                &format!("[database]\nurl = \"{url}\"\n"),
+            ),
+            ("config/metrics.toml", "[visits]\nkind = \"counter\"\n"),
+        ]);
+        let project = krscore::project::Project::load(dir.path()).unwrap();
+        let resolved = project.database_url();
+        if memory {
+            assert_eq!(resolved, "sqlite::memory:", "{url}");
+        } else {
+            assert_eq!(
+                resolved,
+                format!("sqlite://{}", dir.path().join("k.db").display())
+            );
+        }
+    }
+}
