@@ -45,7 +45,7 @@ pub enum Command {
         #[arg(long)]
         once: bool,
         /// The as-of day to score (default: today in the scoring time zone).
-        #[arg(long)]
+        #[arg(long, value_parser = parse_day)]
         as_of: Option<NaiveDate>,
     },
     /// Run connectors now (all of them when none is named).
@@ -54,28 +54,28 @@ pub enum Command {
         connectors: Vec<String>,
         /// HTTP connectors with a [window]: fetch these days instead of the incremental
         /// window (a backfill or a re-fetch).
-        #[arg(long, requires = "to")]
+        #[arg(long, value_parser = parse_day, requires = "to")]
         from: Option<NaiveDate>,
         /// Last day to fetch, with --from.
-        #[arg(long, requires = "from")]
+        #[arg(long, value_parser = parse_day, requires = "from")]
         to: Option<NaiveDate>,
     },
     /// Score every KR for a day or a range of days.
     Score {
         /// The as-of day (default: today in the scoring time zone).
-        #[arg(long, conflicts_with_all = ["from", "to"])]
+        #[arg(long, value_parser = parse_day, conflicts_with_all = ["from", "to"])]
         as_of: Option<NaiveDate>,
         /// First day of a backfill.
-        #[arg(long, requires = "to")]
+        #[arg(long, value_parser = parse_day, requires = "to")]
         from: Option<NaiveDate>,
         /// Last day of a backfill.
-        #[arg(long, requires = "from")]
+        #[arg(long, value_parser = parse_day, requires = "from")]
         to: Option<NaiveDate>,
     },
     /// Show objectives and KRs with value, target, score, grade and status.
     Status {
         /// Show the scores of this as-of day instead of the latest.
-        #[arg(long)]
+        #[arg(long, value_parser = parse_day)]
         as_of: Option<NaiveDate>,
     },
     /// Check every file of the project and report all problems at once.
@@ -85,7 +85,7 @@ pub enum Command {
         /// The period, such as 2026-Q4.
         period: String,
         /// Review as of this day instead of today (clipped to the period's end).
-        #[arg(long)]
+        #[arg(long, value_parser = parse_day)]
         as_of: Option<NaiveDate>,
     },
     /// Show the points a connector would load, writing nothing.
@@ -97,12 +97,18 @@ pub enum Command {
         rows: usize,
         /// HTTP connectors with a [window]: fetch these days (default: what the next run
         /// would fetch).
-        #[arg(long, requires = "to")]
+        #[arg(long, value_parser = parse_day, requires = "to")]
         from: Option<NaiveDate>,
         /// Last day to fetch, with --from.
-        #[arg(long, requires = "from")]
+        #[arg(long, value_parser = parse_day, requires = "from")]
         to: Option<NaiveDate>,
     },
+}
+
+/// A day given on the command line, as `YYYY-MM-DD`.
+fn parse_day(text: &str) -> Result<NaiveDate, String> {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map_err(|_| format!("`{text}` is not a day written YYYY-MM-DD, such as 2026-12-03"))
 }
 
 /// Longest `score --from --to` range.

@@ -229,9 +229,14 @@ async fn sync_run(
             extract.rejected.len() as f64 / extract.rows_read as f64
         };
         if share > max_share {
+            let first = extract
+                .rejected
+                .first()
+                .map(|row| format!("; the first, {}: {}", row.location, row.reason))
+                .unwrap_or_default();
             let message = format!(
                 "{} of {} rows rejected ({:.1}%), more than [ingest] max_reject_share = {}; \
-                 nothing was loaded (see rejected_rows for run {run_id})",
+                 nothing was loaded (see rejected_rows for run {run_id}){first}",
                 extract.rejected.len(),
                 extract.rows_read,
                 share * 100.0,

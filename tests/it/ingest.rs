@@ -126,6 +126,10 @@ async fn too_many_rejects_fail_the_run_and_write_nothing(backend: Backend) {
 
     let text = expect_code(&output, 1);
     assert!(text.contains("max_reject_share"), "{text}");
+    assert!(
+        text.contains("; the first, data/ads_2024.csv:2: "),
+        "the first rejected row's reason is in the message: {text}"
+    );
     assert_eq!(db.scalar("SELECT count(*) FROM metric_points").await, 0);
     assert_eq!(db.scalar("SELECT count(*) FROM rejected_rows").await, 3);
     let status = db.rows("SELECT status, error FROM ingest_runs").await;

@@ -1170,6 +1170,37 @@ fn a_decimal_mark_unlike_the_first_rows_is_refused_not_read_as_thousands() {
     );
 }
 
+/// A totals row matches to the last digit it shows (with 0.01 % for the rounding of the rows
+/// it sums): a count off by one is a warning, a money total written to the cent is not.
+#[test]
+fn a_totals_row_off_by_one_is_a_mismatch() {
+    let extract = |totals: &str| {
+        let dir = project(&[
+            ("config/metrics.toml", METRICS),
+            (
+                "connectors/source.toml",
+                "type = \"csv\"\npath = \"data/a.csv\"\n[date]\ncolumn = \"Date\"\n\
+                 [[metrics]]\nname = \"clicks\"\ncolumn = \"Clicks\"\n\
+                 [[metrics]]\nname = \"cost\"\ncolumn = \"Cost\"\n",
+            ),
+            (
+                "data/a.csv",
+                &format!("Date,Clicks,Cost\n2026-01-01,4000,0.10\n2026-01-02,387,0.20\n{totals}\n"),
+            ),
+        ]);
+        let project = Project::load(dir.path()).unwrap();
+        project.connectors[0].extract(dir.path()).unwrap().warnings
+    };
+
+    assert!(extract("Total,4387,0.30").is_empty());
+    let warnings = extract("Total,4388,0.30");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("the totals row says 4388 for `Clicks`, the loaded rows sum to 4387"),
+        "{warnings:?}"
+    );
+}
+
 #[test]
 fn a_dated_row_is_data_whatever_its_first_cell_says() {
     let dir = project(&[

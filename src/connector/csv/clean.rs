@@ -372,8 +372,17 @@ impl DateFormat {
                 || has(&["%F", "%D", "%x", "%s"])
                 || has(&["%Y"]) && has(&["%j"]);
         if !has_date {
+            // `DD.MM.YYYY`, as spreadsheets write formats
+            let strftime = [("YYYY", "%Y"), ("YY", "%y"), ("MM", "%m"), ("DD", "%d")]
+                .iter()
+                .fold(format.to_uppercase(), |f, (from, to)| f.replace(from, to));
+            let hint = if !format.contains('%') && strftime.contains('%') {
+                format!("; write it with % codes, such as \"{strftime}\"")
+            } else {
+                String::new()
+            };
             return Err(format!(
-                "`{format}` does not give a full date (year, month and day)"
+                "`{format}` does not give a full date (year, month and day){hint}"
             ));
         }
         Ok(DateFormat {
@@ -478,6 +487,19 @@ pub fn day_from_number(n: i32) -> NaiveDate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_spreadsheet_date_format_gets_its_strftime_spelling() {
+        let err = DateFormat::new("DD.MM.YYYY").unwrap_err();
+        assert!(
+            err.ends_with("write it with % codes, such as \"%d.%m.%Y\""),
+            "{err}"
+        );
+        let err = DateFormat::new("%Y-%m").unwrap_err();
+        assert!(!err.contains("such as"), "{err}");
+        assert!(ambiguous_mark("1,234") && ambiguous_mark("-12.500"));
+        assert!(!ambiguous_mark("0,123") && !ambiguous_mark("1,5") && !ambiguous_mark("1,234,567"));
+    }
 
     /// (cell, decimal mark, expected value)
     const CASES: &[(&str, char, Option<f64>)] = &[
