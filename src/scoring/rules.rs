@@ -289,7 +289,22 @@ pub fn score_kr(
             return row;
         }
         Err(err) => {
-            row.reason = Some(err.to_string());
+            // a filter value that no point has (a typo) looks like a source without data
+            let filtered =
+                matches!(err, crate::metrics::EvalError::NoData(_)) && !kr.filter.is_empty();
+            let filter: Vec<String> = kr
+                .filter
+                .iter()
+                .map(|(dimension, values)| format!("{dimension} = {}", values.join(" | ")))
+                .collect();
+            row.reason = Some(if filtered {
+                format!(
+                    "{err} where {}; `krscore preview` shows the values the dimensions take",
+                    filter.join(", ")
+                )
+            } else {
+                err.to_string()
+            });
             return row;
         }
     };

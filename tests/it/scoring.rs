@@ -135,6 +135,14 @@ target = 10
 type = "at_least"
 
 [[objective.key_result]]
+id = "filter-typo"
+title = "Web sessions, the channel misspelled"
+metric = "sessions"
+where = { channel = "wbe" }
+target = 10
+type = "at_least"
+
+[[objective.key_result]]
 id = "revised"
 title = "Web sessions: 2000, revised to 1000 in February"
 metric = "sessions"
@@ -263,6 +271,14 @@ async fn every_rule_scores_as_computed_by_hand(backend: Backend) {
             .await
             .unwrap()
             .contains("no data")
+    );
+    // a filter value no point has: the reason names the filter
+    let reason = text(&db, "filter-typo", day, "reason").await.unwrap();
+    assert!(
+        reason.contains(
+            "no data for `sessions` in the window where channel = wbe; `krscore preview`"
+        ),
+        "{reason}"
     );
     // milestones: 900 >= 800 done; the site went live on 2027-02-15
     assert!(near(
