@@ -604,7 +604,8 @@ impl<'c> PointInsert<'c> {
     ) -> rusqlite::Result<PointInsert<'c>> {
         let mut insert = PointInsert::new(
             tx,
-            "point_values (metric, day, period_end, dimension_set, value, connector, run_id, flags)",
+            "point_values \
+             (metric, day, period_end, dimension_set, value, connector, run_id, flags)",
             3,
         )?;
         for statement in [&mut insert.batch, &mut insert.single] {

@@ -824,11 +824,11 @@ pub fn read_table(
                     raw: clip(&csv_line(&raw, delimiter), RAW_KEPT),
                 };
                 if cells.len() < header_len {
-                    // a quote opened and never closed takes the lines after it into one cell: a short
-                    // row with a cell holding line breaks and delimiters, or, in the last row, the
-                    // rest of the file up to its final line break. What the file has after it
-                    // cannot be told, so nothing is loaded (the days it covers would be restated from
-                    // the rows before it alone)
+                    // a quote opened and never closed takes the lines after it into one
+                    // cell: a short row with a cell holding line breaks and delimiters, or, in
+                    // the last row, the rest of the file up to its final line break. What the
+                    // file has after it cannot be told, so nothing is loaded (the days it
+                    // covers would be restated from the rows before it alone)
                     let swallowed = cells.iter().find(|c| {
                         c.split_once('\n')
                             .is_some_and(|(_, rest)| rest.contains(delimiter))
@@ -838,9 +838,9 @@ pub fn read_table(
                         return Err(source_err(
                             shown,
                             format!(
-                                "line {line}: a quote opened in this row is never closed, so what \
-                                 follows it ({} line break(s)) was read as one cell; fix the quoting \
-                                 (nothing was loaded)",
+                                "line {line}: a quote opened in this row is never closed, so \
+                                 what follows it ({} line break(s)) was read as one cell; fix \
+                                 the quoting (nothing was loaded)",
                                 cell.matches('\n').count()
                             ),
                         ));
@@ -1173,7 +1173,6 @@ impl FileState<'_> {
         };
 
         let mut columns = vec![
-            Column::new("__line".into(), chunk.lines.clone()),
             Column::new("__day".into(), days),
             date_cells.into_column(),
             chunk.raw.finish().into_column(),
@@ -1234,6 +1233,7 @@ impl FileState<'_> {
             }
             columns.push(cells.into_column());
         }
+        columns.push(Column::new("__line".into(), chunk.lines));
         let frame =
             DataFrame::new_infer_height(columns).map_err(frame_err(format!("{shown}: chunk")))?;
         let number = |slot: usize| {
